@@ -1,0 +1,79 @@
+"""``from_pretrained``: a ready SEEM model from a preset name, a checkpoint file, or both."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .checkpoint import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    checkpoint_search_dirs,
+    download_checkpoint,
+    find_local_checkpoint,
+    guess_preset,
+    load_into,
+    read_state_dict,
+)
+from .config import PRESETS, checkpoint_filename
+from .seem import SEEM, build_seem
+
+log = logging.getLogger(__name__)
+
+
+def resolve_checkpoint(name_or_path: str | Path, download: bool = True) -> Path:
+    """Path of the checkpoint for a preset name (local copy, Hugging Face cache or download) or a file."""
+    text = str(name_or_path)
+    if text in PRESETS:
+        filename = checkpoint_filename(text)
+        local = find_local_checkpoint(filename)
+        if local is not None:
+            return local
+        if not download:
+            raise CheckpointNotFoundError(
+                f"SEEM checkpoint {filename!r} is not on this machine; put it in {checkpoint_search_dirs()[0]}"
+            )
+        return download_checkpoint(filename)
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{text!r} is neither a SEEM preset ({', '.join(PRESETS)}) nor an existing checkpoint file"
+        )
+    return path
+
+
+def from_pretrained(
+    name_or_path: str | Path,
+    config: str | Path | Mapping[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    strict: bool = True,
+    download: bool = True,
+) -> SEEM:
+    """Build SEEM and load official (or compatible) weights.
+
+    Args:
+        name_or_path: a preset (``"seem_focalt_v1"``, ... see ``preset_names()``) whose official
+            checkpoint is found locally or downloaded from ``xdecoder/SEEM``; or a ``.pt``/``.pth``/
+            ``.safetensors`` file.
+        config: preset name, official SEEM YAML or dict. Default: the preset itself, or for a file
+            the preset whose architecture fits the checkpoint's names and shapes.
+        device: where the model lives.
+        strict: raise :class:`CheckpointError` naming every missing, unexpected or mis-shaped
+            entry (default). With ``False`` such entries are logged and skipped.
+        download: allow downloading a preset's checkpoint.
+    """
+    path = resolve_checkpoint(name_or_path, download=download)
+    state = read_state_dict(path)
+    if config is None:
+        config = str(name_or_path) if str(name_or_path) in PRESETS else guess_preset(state)
+        if config is None:
+            raise CheckpointError(
+                f"cannot tell which SEEM architecture {path} is; pass config= (a preset name or the official YAML)"
+            )
+    model = build_seem(config, device="cpu")
+    report = load_into(model, state, strict=strict)
+    if not report.ok:
+        log.warning("loaded %s with differences: %s", path, report.summary())
+    return model.to(device).eval()
