@@ -426,12 +426,13 @@ def update_features(labels_layer, ids: Sequence[int], result: Segmentation, keep
 
     With ``keep_names`` rows of ids already in the table are left as they are.
     """
-    table = result.table()
+    if len(result) == 0:
+        return
     new = pd.DataFrame({
         "index": np.asarray(ids, dtype=np.int64),
-        "class_name": pd.Series(list(table["class_name"]), dtype=object),
-        "class_score": table["class_score"].astype(np.float32),
-        "score": table["score"].astype(np.float32),
+        "class_name": pd.Series(list(result.class_names), dtype=object),
+        "class_score": np.asarray(result.class_scores, dtype=np.float32),
+        "score": np.asarray(result.scores, dtype=np.float32),
     })
     old = pd.DataFrame(labels_layer.features)
     if "index" in old and len(old):

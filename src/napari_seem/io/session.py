@@ -246,7 +246,7 @@ def read_session(path: str | list[str]) -> list[LayerData]:
             for key in ("features", "feature_defaults"):
                 if key in record:
                     kwargs[key] = _table_from_json(record[key])
-            for key in ("size", "edge_width", "z_index", "border_width"):
+            for key in ("size", "border_width"):
                 if key in kwargs and isinstance(kwargs[key], list):
                     kwargs[key] = np.asarray(kwargs[key])
         layers.append((data, kwargs, layer_type))

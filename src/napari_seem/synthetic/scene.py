@@ -128,6 +128,14 @@ class CellSpec:
     nucleus_brightness: float = 0.0
 
 
+def in_cytoplasm(cell: CellSpec, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Whether points (rows, cols: [n]) lie in a cell's cytoplasm, away from its outline and nucleus."""
+    ok = cell.body.field(rows, cols) < 0.85
+    if cell.nucleus is not None:
+        ok &= cell.nucleus.field(rows, cols) > 1.25
+    return ok
+
+
 @dataclass(frozen=True)
 class Scene:
     """All objects of one 2D image (absolute pixel coordinates)."""
@@ -223,11 +231,14 @@ def sample_scene(rng: np.random.Generator, shape: tuple[int, int], config: Scene
         cells.append(spec)
     vesicles: list[VesicleSpec] = []
     for cell in cells:
-        for _ in range(draw_int(rng, config.vesicles_per_cell)):
-            phi = rng.uniform(0.0, 2.0 * np.pi)
-            d = cell.body.radius * rng.uniform(0.3, 0.95)
-            centre = (cell.body.center[0] + d * np.sin(phi), cell.body.center[1] + d * np.cos(phi))
-            vesicles.append(VesicleSpec(next_id, centre, draw(rng, config.vesicle_radius),
+        n_vesicles = draw_int(rng, config.vesicles_per_cell)
+        # candidates in a disc around the cell centre, kept where inside the cytoplasm
+        phi = rng.uniform(0.0, 2.0 * np.pi, size=8 * n_vesicles)
+        d = cell.body.extent() * np.sqrt(rng.uniform(0.0, 1.0, size=phi.size))
+        rows, cols = cell.body.center[0] + d * np.sin(phi), cell.body.center[1] + d * np.cos(phi)
+        ok = np.flatnonzero(in_cytoplasm(cell, rows, cols))[:n_vesicles]
+        for r, c in zip(rows[ok], cols[ok]):
+            vesicles.append(VesicleSpec(next_id, (float(r), float(c)), draw(rng, config.vesicle_radius),
                                         draw(rng, config.vesicle_brightness), parent=cell.cell_id))
             next_id += 1
     for _ in range(draw_int(rng, config.free_vesicles)):

@@ -19,7 +19,7 @@ from .image import relabel_sequential, spawn_rngs
 from .render import OpticsConfig, Textures, emission, render_stack
 from .scene import (
     CellSpec, IntRange, LabelMaps, Outline, Range, Scene, SceneConfig, VesicleSpec, draw,
-    draw_int, object_table, random_outline, rasterize, sample_scene,
+    draw_int, in_cytoplasm, object_table, random_outline, rasterize, sample_scene,
 )
 
 
@@ -197,19 +197,26 @@ class _TimeLapse:
         self.cells = [c for c in self.cells if self._visible(c.body)]
 
     def _diffuse_vesicles(self, cell: _Cell) -> None:
-        """Random-walk the vesicles of a cell; a step that would leave the cytoplasm is not taken."""
+        """Random-walk the vesicles of a cell, then project them back into the cytoplasm along rays (into
+        the body, out of the nucleus) and push overlapping pairs apart."""
         if not cell.vesicles:
             return
-        old = np.array([v.offset for v in cell.vesicles])
-        new = old + self.rng.normal(0.0, 0.4, size=old.shape)
-        pos = cell.centre + new
-        ok = cell.body.field(pos[:, 0], pos[:, 1]) < 0.9
+        centre = cell.centre
+        pos = centre + np.array([v.offset for v in cell.vesicles]) + self.rng.normal(0.0, 0.4, (len(cell.vesicles), 2))
+        f = cell.body.field(pos[:, 0], pos[:, 1])
+        pos = np.where((f > 0.8)[:, None], centre + (pos - centre) * (0.8 / np.maximum(f, 1e-3))[:, None], pos)
         if cell.nucleus is not None:
-            nucleus = cell.nucleus.moved(tuple(cell.centre + cell.nucleus_offset))
-            ok &= nucleus.field(pos[:, 0], pos[:, 1]) > 1.2
-        for ves, step, take in zip(cell.vesicles, new, ok):
-            if take:
-                ves.offset = step
+            nc = centre + cell.nucleus_offset
+            f = cell.nucleus.moved(tuple(nc)).field(pos[:, 0], pos[:, 1])
+            pos = np.where((f < 1.25)[:, None], nc + (pos - nc) * (1.25 / np.maximum(f, 1e-3))[:, None], pos)
+        radii = np.array([v.radius for v in cell.vesicles])
+        delta = pos[:, None] - pos[None]
+        dist = np.hypot(delta[..., 0], delta[..., 1]) + np.eye(len(pos))
+        overlap = np.clip(radii[:, None] + radii[None] + 1.0 - dist, 0.0, None)
+        np.fill_diagonal(overlap, 0.0)
+        pos += 0.5 * ((overlap / dist)[..., None] * delta).sum(axis=1)
+        for ves, p in zip(cell.vesicles, pos):
+            ves.offset = p - centre
 
     def _visible(self, body: Outline) -> bool:
         ext = body.extent()
@@ -224,7 +231,7 @@ class _TimeLapse:
                 dist = float(np.hypot(*delta)) + 1e-6
                 overlap = 0.8 * (a.body.radius + b.body.radius) - dist
                 if overlap > 0:
-                    push = 0.25 * overlap * delta / dist
+                    push = 0.35 * overlap * delta / dist
                     a.body = a.body.moved(tuple(a.centre - push))
                     b.body = b.body.moved(tuple(b.centre + push))
 
@@ -265,12 +272,17 @@ class _TimeLapse:
         """A new cell (with nucleus) moving in through a random border."""
         h, w = self.shape
         radius = draw(self.rng, self.scene_config.cell_radius)
-        side = int(self.rng.integers(4))
-        along = self.rng.uniform(0.2, 0.8)
-        centre, inward = [
-            ((-0.6 * radius, along * w), (1.0, 0.0)), ((h + 0.6 * radius, along * w), (-1.0, 0.0)),
-            ((along * h, -0.6 * radius), (0.0, 1.0)), ((along * h, w + 0.6 * radius), (0.0, -1.0)),
-        ][side]
+        candidates = []
+        for _ in range(12):  # the border position with the most room
+            along = self.rng.uniform(0.1, 0.9)
+            centre, inward = [
+                ((-0.6 * radius, along * w), (1.0, 0.0)), ((h + 0.6 * radius, along * w), (-1.0, 0.0)),
+                ((along * h, -0.6 * radius), (0.0, 1.0)), ((along * h, w + 0.6 * radius), (0.0, -1.0)),
+            ][int(self.rng.integers(4))]
+            room = min((np.hypot(*(np.asarray(centre) - c.centre)) - c.body.radius for c in self.cells),
+                       default=np.inf)
+            candidates.append((room, centre, inward))
+        _, centre, inward = max(candidates, key=lambda cand: cand[0])
         cfg = self.scene_config
         body = random_outline(self.rng, centre, radius, cfg.cell_aspect, cfg.irregularity)
         spec = CellSpec(self._new_id(), body, draw(self.rng, cfg.cell_brightness))
