@@ -122,13 +122,16 @@ def prepare_image(
     image: np.ndarray,
     normalize: Normalize = "auto",
     channel: int | None = None,
-    short_side: int = DEFAULT_SHORT_SIDE,
+    short_side: int | None = DEFAULT_SHORT_SIDE,
     max_side: int = DEFAULT_MAX_SIDE,
 ) -> PreparedImage:
-    """Validate, normalise and resize ``image`` for SEEM (see the module docstring)."""
+    """Validate, normalise and resize ``image`` for SEEM (see the module docstring).
+
+    ``short_side=None`` keeps the image's own size (the model pads it; no resizing).
+    """
     rgb = to_rgb_255(image, normalize=normalize, channel=channel)
     original = (int(rgb.shape[0]), int(rgb.shape[1]))
-    target = model_shape_for(original, short_side, max_side)
+    target = original if short_side is None else model_shape_for(original, short_side, max_side)
     tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
     if target != original:
         tensor = F.interpolate(tensor[None], size=target, mode="bilinear", align_corners=False, antialias=True)[0]

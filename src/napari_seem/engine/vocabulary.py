@@ -7,6 +7,10 @@ computed once per (model, vocabulary) with the 81 prompt templates SEEM uses and
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import weakref
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
@@ -74,7 +78,6 @@ class Vocabulary:
                     raise ValueError(f"thing index {idx} out of range")
                 ids.append(idx)
             self.thing_ids = tuple(sorted(set(ids)))
-        self._cache: dict[tuple, torch.Tensor] = {}
 
     @classmethod
     def coco(cls) -> "Vocabulary":
@@ -100,10 +103,58 @@ class Vocabulary:
         added = [n for n in names if n not in self.names]
         return Vocabulary([*self.names, *added], things=[*self.thing_ids, *range(len(self), len(self) + len(added))])
 
-    def text_embeddings(self, lang_encoder: torch.nn.Module) -> torch.Tensor:
-        """``[K + 1, D]`` normalised class embeddings (K names + "background" last), cached per encoder."""
-        key = (id(lang_encoder), lang_encoder.lang_proj.device, lang_encoder.lang_proj.dtype, lang_encoder.lang_proj._version)
-        if key not in self._cache:
-            with torch.inference_mode():
-                self._cache = {key: lang_encoder.class_embeddings([*self.names, "background"])}
-        return self._cache[key]
+    def text_embeddings(self, lang_encoder: torch.nn.Module, cache_dir: str | Path | None = None) -> torch.Tensor:
+        """``[K + 1, D]`` normalised class embeddings (K names + "background" last).
+
+        Computing them runs the text encoder on 81 prompts per class (a minute for the 133 COCO
+        classes on a CPU with a full-size model), so they are cached in memory per encoder and,
+        with ``cache_dir``, on disk keyed by the encoder's weights and the names.
+        """
+        return class_embeddings_cached(lang_encoder, (*self.names, "background"), cache_dir)
+
+
+_MEMORY: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def default_cache_dir() -> Path:
+    """``$NAPARI_SEEM_CACHE_DIR`` or ``~/.cache/napari-seem``."""
+    return Path(os.environ.get("NAPARI_SEEM_CACHE_DIR", Path.home() / ".cache" / "napari-seem")).expanduser()
+
+
+def _fingerprint(lang_encoder: torch.nn.Module) -> str:
+    digest = hashlib.blake2b(digest_size=12)
+    for name, tensor in sorted(lang_encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def class_embeddings_cached(lang_encoder: torch.nn.Module, names: tuple[str, ...], cache_dir: str | Path | None = None) -> torch.Tensor:
+    """``lang_encoder.class_embeddings(names)``, computed once per (weights, names)."""
+    entry = _MEMORY.setdefault(lang_encoder, {})
+    versions = tuple(p._version for p in lang_encoder.parameters())
+    if entry.get("versions") != versions:  # weights changed (loaded / trained): start over
+        entry.clear()
+        entry["versions"] = versions
+    if names in entry:
+        return entry[names]
+    device = next(lang_encoder.parameters()).device
+    path = None
+    if cache_dir is not None:
+        if "fingerprint" not in entry:
+            entry["fingerprint"] = _fingerprint(lang_encoder)
+        key = hashlib.blake2b("\n".join(names).encode(), digest_size=12).hexdigest()
+        path = Path(cache_dir) / "text-embeddings" / f"{entry['fingerprint']}-{key}.pt"
+        if path.is_file():
+            try:
+                entry[names] = torch.load(path, map_location=device, weights_only=True)
+                return entry[names]
+            except Exception:  # a broken cache file is recomputed
+                pass
+    with torch.inference_mode():
+        embeddings = lang_encoder.class_embeddings(list(names))
+    entry[names] = embeddings
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(embeddings.cpu().clone(), path)
+    return embeddings

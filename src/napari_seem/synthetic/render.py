@@ -149,7 +149,8 @@ class Camera:
         """Image a clean stack [N, H, W] (N frames or z-slices; blur along N only when ``z_axis``).
 
         The bright end of the blurred signal (99th percentile over object pixels of the stack) maps to
-        ``photons`` electrons and to ``peak_fraction`` of the digital range (brighter puncta may saturate). Returns uint8 / uint16 [N, H, W].
+        ``photons`` electrons and to ``peak_fraction`` of the digital range (brighter puncta may saturate).
+        Returns uint8 / uint16 [N, H, W].
         """
         if bit_depth not in (8, 16):
             raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")

@@ -237,7 +237,7 @@ def sample_scene(rng: np.random.Generator, shape: tuple[int, int], config: Scene
         d = cell.body.extent() * np.sqrt(rng.uniform(0.0, 1.0, size=phi.size))
         rows, cols = cell.body.center[0] + d * np.sin(phi), cell.body.center[1] + d * np.cos(phi)
         ok = np.flatnonzero(in_cytoplasm(cell, rows, cols))[:n_vesicles]
-        for r, c in zip(rows[ok], cols[ok]):
+        for r, c in zip(rows[ok], cols[ok], strict=True):
             vesicles.append(VesicleSpec(next_id, (float(r), float(c)), draw(rng, config.vesicle_radius),
                                         draw(rng, config.vesicle_brightness), parent=cell.cell_id))
             next_id += 1
@@ -386,7 +386,7 @@ def object_table(maps: LabelMaps) -> list[dict]:
         # nuclei and vesicles lie inside one cell (or none), so the mean cell id over them is the parent
         parents = np.zeros(ids.size, np.int64) if class_id == CELL else np.rint(
             np.bincount(flat, weights=maps.cells.ravel()[pixels])[ids] / area[ids]).astype(np.int64)
-        for oid, parent in zip(ids, parents):
+        for oid, parent in zip(ids, parents, strict=True):
             table.append({
                 "id": int(oid),
                 "class": CLASS_NAMES[class_id],

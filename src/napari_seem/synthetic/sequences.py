@@ -19,7 +19,7 @@ from .image import relabel_sequential, spawn_rngs
 from .render import OpticsConfig, Textures, emission, render_stack
 from .scene import (
     CellSpec, IntRange, LabelMaps, Outline, Range, Scene, SceneConfig, VesicleSpec, draw,
-    draw_int, in_cytoplasm, object_table, random_outline, rasterize, sample_scene,
+    draw_int, object_table, random_outline, rasterize, sample_scene,
 )
 
 
@@ -45,8 +45,8 @@ class SequenceConfig:
     divisions: IntRange = (1, 3)
     entries: IntRange = (0, 2)
     bleaching: Range = (0.0, 0.01)
-    z_centre: Range = (-0.1, 1.1)
-    z_radius: Range = (0.2, 0.45)
+    z_centre: Range = (0.0, 1.0)
+    z_radius: Range = (0.15, 0.4)
     tilt: Range = (0.0, 0.6)
 
 
@@ -215,7 +215,7 @@ class _TimeLapse:
         overlap = np.clip(radii[:, None] + radii[None] + 1.0 - dist, 0.0, None)
         np.fill_diagonal(overlap, 0.0)
         pos += 0.5 * ((overlap / dist)[..., None] * delta).sum(axis=1)
-        for ves, p in zip(cell.vesicles, pos):
+        for ves, p in zip(cell.vesicles, pos, strict=True):
             ves.offset = p - centre
 
     def _visible(self, body: Outline) -> bool:
@@ -437,7 +437,7 @@ def make_sequence(
 
     maps = [rasterize(s, shape) for s in scenes]
     textures = Textures.sample(optics_rng, optics_config)
-    clean = np.stack([emission(m, s, textures) for m, s in zip(maps, scenes)])
+    clean = np.stack([emission(m, s, textures) for m, s in zip(maps, scenes, strict=True)])
     if axis == "t":
         bleach = (1.0 - draw(optics_rng, config.bleaching)) ** np.arange(n_frames, dtype=np.float32)
         clean *= bleach[:, None, None, None]

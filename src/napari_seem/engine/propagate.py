@@ -1,0 +1,111 @@
+"""Carry segmented objects through z-slices or time frames with SEEM's memory prompt.
+
+Frame by frame, each object's mask on the last frame is both the visual prompt (its pixels)
+and the memory prompt (its mask logits) on the next frame, so an object is followed as it moves
+and deforms. An object stops — instead of hallucinating on frames where it is gone — when its
+new mask is empty, overlaps its previous mask by less than ``stop_iou`` (IoU), or its mask
+confidence falls below ``min_score``. Objects keep their ids throughout.
+
+``propagate`` is a generator: the caller shows progress per frame and cancels by no longer
+iterating (the frames done so far stay done). To correct frame ``k`` and re-propagate, call it
+again with ``start=k`` and the corrected result: only frames after ``k`` (in the chosen
+direction) are visited.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+from .prompts import ObjectPrompt
+from .result import Segmentation
+
+if TYPE_CHECKING:
+    from .segmenter import Segmenter
+
+DIRECTIONS = ("forward", "backward", "both")
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two bool masks (0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def frame_order(n_frames: int, start: int, direction: str, frame_range: tuple[int, int] | None = None) -> list[list[int]]:
+    """The runs of frame indices visited after ``start``: one run per direction, nearest first."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if not 0 <= start < n_frames:
+        raise ValueError(f"start frame {start} is outside the stack of {n_frames} frames")
+    first, last = (0, n_frames - 1) if frame_range is None else frame_range
+    if not (0 <= first <= start <= last < n_frames):
+        raise ValueError(f"frame_range {frame_range} must contain the start frame {start} and lie within 0..{n_frames - 1}")
+    runs = []
+    if direction in ("forward", "both"):
+        runs.append(list(range(start + 1, last + 1)))
+    if direction in ("backward", "both"):
+        runs.append(list(range(start - 1, first - 1, -1)))
+    return runs
+
+
+def propagate(
+    segmenter: "Segmenter",
+    frames,
+    start: int,
+    seeds: Segmentation,
+    *,
+    direction: str = "forward",
+    frame_range: tuple[int, int] | None = None,
+    stop_iou: float = 0.1,
+    min_score: float = 0.3,
+    normalize="auto",
+    channel: int | None = None,
+) -> Iterator[tuple[int, Segmentation]]:
+    """Yield ``(frame_index, Segmentation)`` for the start frame (the seeds) and every visited frame.
+
+    Args:
+        segmenter: the :class:`~napari_seem.engine.Segmenter` (its current image changes).
+        frames: ``[T, H, W]`` or ``[T, H, W, C]`` array-like (numpy, dask, zarr: frames are read one
+            at a time); the propagation axis comes first.
+        start: index of the frame the seeds belong to.
+        seeds: the objects on the start frame (masks ``[N, H, W]``), e.g. a ``predict`` result or
+            masks painted by the user (``Segmentation`` without memory).
+        direction: ``"forward"`` (increasing index), ``"backward"`` or ``"both"`` (forward first).
+        frame_range: ``(first, last)`` inclusive limits of the frames to visit.
+        stop_iou, min_score: the stop rule (see the module docstring).
+        normalize, channel: image handling for every frame (as in ``set_image``).
+    """
+    n_frames = len(frames)
+    runs = frame_order(n_frames, start, direction, frame_range)
+    frame_shape = tuple(np.shape(frames[start]))[:2]
+    if len(seeds) == 0:
+        raise ValueError("nothing to propagate: the seed result has no objects")
+    if tuple(seeds.shape) != frame_shape:
+        raise ValueError(f"seed masks have shape {seeds.shape}, frames are {frame_shape}")
+    yield start, seeds
+    for run in runs:
+        active = seeds
+        for index in run:
+            segmenter.set_image(np.asarray(frames[index]), normalize=normalize, channel=channel)
+            nxt = _step(segmenter, active)
+            keep = [
+                k for k in range(len(nxt))
+                if nxt.masks[k].any()
+                and nxt.scores[k] >= min_score
+                and mask_iou(nxt.masks[k], active.masks[k]) >= stop_iou
+            ]
+            active = nxt.select(keep)
+            yield index, active
+            if len(active) == 0:
+                break
+
+
+def _step(segmenter: "Segmenter", active: Segmentation) -> Segmentation:
+    prompts = [ObjectPrompt(mask=m) for m in active.masks]
+    memory_fits = active.memory is not None and segmenter._state().features.padded_size == tuple(
+        4 * s for s in active.memory.shape[-2:]
+    )
+    result = segmenter.predict(prompts, previous=active if memory_fits else None)
+    result.object_ids = active.object_ids.copy()
+    return result

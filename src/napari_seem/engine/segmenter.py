@@ -1,0 +1,398 @@
+"""``Segmenter``: SEEM on numpy images — set an image once, then prompt it many times.
+
+>>> seg = Segmenter.from_pretrained("seem_focalt_v1", device="auto")
+>>> seg.set_image(image)                                   # [H, W], [H, W, 3] or [H, W, 4]
+>>> r = seg.predict(ObjectPrompt(points=[(40, 52)]))        # one object from a click
+>>> r = seg.predict(ObjectPrompt(points=[(40, 52), (70, 60)], point_labels=[1, 0]), previous=r)
+>>> nuclei = seg.predict(text="nucleus")                   # every object of that class
+>>> everything = seg.segment_everything()
+
+Coordinates are (row, col) pixels of the image given to :meth:`set_image`; every mask comes back
+at that image's resolution. The image is encoded once (and cached by content); prompts only run
+the decoder. Random draws of SEEM (which object queries seed a prompt, which memory slots serve
+which object, the subsample of a large prompt) come from a generator seeded per call, so the same
+call gives the same result, independent of the global RNG.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..model import SEEM, from_pretrained
+from ..model.postprocess import panoptic_inference
+from ..model.seem import ImageFeatures
+from .device import inference_context, resolve_device
+from .feature_cache import FeatureCache, image_signature
+from .image import DEFAULT_MAX_SIDE, DEFAULT_SHORT_SIDE, Normalize, PreparedImage, logits_to_original, prepare_image
+from .prompts import ObjectPrompt, stack_prompts
+from .result import Segmentation
+from .vocabulary import Vocabulary, default_cache_dir
+
+PromptsArg = ObjectPrompt | Sequence[ObjectPrompt] | None
+
+
+@dataclass
+class _ImageState:
+    prepared: PreparedImage
+    features: ImageFeatures
+    key: str
+
+
+class Segmenter:
+    """Numpy-in, numpy-out SEEM predictor with a feature cache.
+
+    Args:
+        model: a :class:`~napari_seem.model.SEEM` with weights loaded.
+        device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``.
+        precision: ``"auto"`` (fp32 on CPU, bf16/fp16 autocast on GPU), ``"fp32"``, ``"bf16"``, ``"fp16"``.
+        vocabulary: class names used to name masks (default: the 133 COCO panoptic classes).
+        short_side, max_side: model-side resolution (see :mod:`napari_seem.engine.image`);
+            ``short_side=None`` keeps the image's own size (padded only).
+        cache_bytes: memory budget of the per-image feature cache (LRU).
+        seed: seed of the per-call random generator (SEEM's random draws).
+        text_cache_dir: where vocabulary text embeddings are kept between sessions
+            (``"default"``: ``~/.cache/napari-seem``; None: memory only).
+    """
+
+    def __init__(
+        self,
+        model: SEEM,
+        *,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        vocabulary: Vocabulary | Sequence[str] | None = None,
+        short_side: int | None = DEFAULT_SHORT_SIDE,
+        max_side: int = DEFAULT_MAX_SIDE,
+        cache_bytes: int = 1 << 30,
+        seed: int = 0,
+        text_cache_dir: str | Path | None = "default",
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision = precision
+        self.model = model.to(self.device).eval()
+        if max_side > 1024 and getattr(model.backbone, "size_divisibility", 0) == 1024:
+            max_side = 1024  # the SAM ViT backbone takes at most 1024 x 1024
+        self.short_side = short_side
+        self.max_side = max_side
+        self.seed = int(seed)
+        self.text_cache_dir = default_cache_dir() if text_cache_dir == "default" else text_cache_dir
+        self.cache = FeatureCache(cache_bytes)
+        self._vocabulary = Vocabulary.coco()
+        if vocabulary is not None:
+            self.set_vocabulary(vocabulary)
+        self._image: _ImageState | None = None
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path = "seem_focalt_v1",
+        *,
+        config: str | Path | Mapping[str, Any] | None = None,
+        device: str | torch.device = "auto",
+        **kwargs: Any,
+    ) -> "Segmenter":
+        """Load a preset's official checkpoint (local, cached or downloaded) or a checkpoint file."""
+        model = from_pretrained(name_or_path, config=config, device="cpu")
+        return cls(model, device=device, **kwargs)
+
+    # ------------------------------------------------------------------ vocabulary
+    @property
+    def vocabulary(self) -> list[str]:
+        """Class names used for the semantic label of every mask."""
+        return list(self._vocabulary.names)
+
+    def set_vocabulary(self, names: Vocabulary | Sequence[str], things: Sequence[str | int] | None = None) -> None:
+        """Replace the class names (e.g. ``["nucleus", "cell", "mitochondrion"]``)."""
+        self._vocabulary = names if isinstance(names, Vocabulary) else Vocabulary(names, things=things)
+
+    def _class_embeddings(self, vocabulary: Vocabulary | None = None) -> torch.Tensor:
+        vocab = vocabulary or self._vocabulary
+        return vocab.text_embeddings(self.model.lang_encoder, self.text_cache_dir)
+
+    # ------------------------------------------------------------------ image
+    def set_image(self, image: np.ndarray, *, normalize: Normalize = "auto", channel: int | None = None) -> None:
+        """Encode ``image`` (or take its features from the cache); later calls prompt it.
+
+        Args:
+            image: ``[H, W]`` grayscale, ``[H, W, 3]`` RGB or ``[H, W, 4]`` RGBA; uint8, uint16 or
+                float (see :mod:`napari_seem.engine.image` for the intensity handling).
+            normalize: ``"auto"``, ``"percentile"``, ``"none"`` or a ``(low, high)`` range.
+            channel: for ``[H, W, C]`` multichannel images, the channel to use.
+        """
+        with self._lock:
+            self._image = self._encode(image, normalize, channel)
+
+    def _encode(self, image: np.ndarray, normalize: Normalize, channel: int | None) -> _ImageState:
+        prepared = prepare_image(image, normalize=normalize, channel=channel,
+                                 short_side=self.short_side, max_side=self.max_side)
+        key = image_signature(np.asarray(image), str(normalize), channel, self.short_side, self.max_side, id(self.model))
+        features = self.cache.get(key)
+        if features is None:
+            with inference_context(self.device, self.precision):
+                features = self.model.encode_image(prepared.rgb.to(self.device))
+            self.cache.put(key, features)
+        return _ImageState(prepared, features, key)
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """``(H, W)`` of the current image, or None."""
+        return None if self._image is None else self._image.prepared.original_shape
+
+    def _state(self) -> _ImageState:
+        if self._image is None:
+            raise RuntimeError("no image set: call set_image(image) first")
+        return self._image
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed)
+
+    # ------------------------------------------------------------------ prompts
+    def predict(
+        self,
+        prompts: PromptsArg = None,
+        *,
+        text: str | None = None,
+        previous: Segmentation | None = None,
+        all_instances: bool = True,
+        draws: Mapping[str, torch.Tensor] | None = None,
+    ) -> Segmentation:
+        """Segment the current image from visual prompts, text, memory, or a combination.
+
+        Args:
+            prompts: one :class:`ObjectPrompt` per object (clicks, boxes, strokes, polygons, masks).
+                Several objects are segmented together in one decoder pass (SEEM multi-object).
+            text: a referring phrase. Alone, it finds every object of that class when
+                ``all_instances`` (default; the phrase is scored against the vocabulary plus the
+                phrase itself), or the single best-matching region (SEEM grounding) otherwise.
+                With visual prompts, the text guides those objects (SEEM's joint prompt).
+            previous: the result of an earlier call on the same image: its masks are SEEM's memory
+                prompt, so added clicks refine them instead of starting over. Must have one object
+                per prompt.
+            draws: recorded random draws (``query_sample_idx``, ``memory_idx_per_layer``) to
+                reproduce a reference run; normally left out.
+
+        Returns:
+            a :class:`Segmentation` at the image's original resolution.
+
+        Raises:
+            ValueError: nothing to segment with, empty prompts, points outside the image, a
+                previous result that does not fit, text longer than the model's context.
+            RuntimeError: no image set.
+        """
+        state = self._state()
+        prompt_list = self._prompt_list(prompts)
+        if text is not None:
+            text = self._check_text(text)
+        if not prompt_list:
+            if previous is not None:
+                raise ValueError("previous= needs prompts: add clicks or strokes to refine the previous result")
+            if text is None:
+                raise ValueError("nothing to segment: give prompts (points, boxes, strokes, masks) and/or text")
+            return self._text_search(text) if all_instances else self._grounding(text)
+        with self._lock:
+            return self._visual(state, prompt_list, text, previous, draws)
+
+    @staticmethod
+    def _prompt_list(prompts: PromptsArg) -> list[ObjectPrompt]:
+        if prompts is None:
+            return []
+        if isinstance(prompts, ObjectPrompt):
+            return [prompts]
+        out = list(prompts)
+        if not all(isinstance(p, ObjectPrompt) for p in out):
+            raise ValueError("prompts must be ObjectPrompt objects (one per object)")
+        return out
+
+    def _check_text(self, text: str) -> str:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text prompt is empty")
+        text = text.strip()
+        tokenizer = self.model.lang_encoder.tokenizer
+        n_tokens = tokenizer.num_tokens(text) + 2
+        context = self.model.lang_encoder.context_length
+        if n_tokens > context:
+            raise ValueError(f"text prompt is too long: {n_tokens} tokens, the model reads at most {context}")
+        return text
+
+    def _padded_masks(self, state: _ImageState, prompts: list[ObjectPrompt]) -> tuple[torch.Tensor, torch.Tensor]:
+        prep = state.prepared
+        pos, neg = stack_prompts(prompts, prep.original_shape, prep.model_shape)
+        hp, wp = state.features.padded_size
+        pad = ((0, 0), (0, hp - pos.shape[1]), (0, wp - pos.shape[2]))
+        return (torch.from_numpy(np.pad(pos, pad)).to(self.device),
+                torch.from_numpy(np.pad(neg, pad)).to(self.device))
+
+    def _memory(self, state: _ImageState, previous: Segmentation | None, n: int) -> torch.Tensor | None:
+        if previous is None:
+            return None
+        if previous.memory is None:
+            raise ValueError("previous result carries no memory (mask logits); use a result of predict()")
+        if len(previous) != n:
+            raise ValueError(f"previous result has {len(previous)} objects but {n} prompts were given")
+        expected = tuple(s // 4 for s in state.features.padded_size)
+        if tuple(previous.memory.shape[-2:]) != expected:
+            raise ValueError(
+                f"previous result belongs to an image of another size (memory {tuple(previous.memory.shape[-2:])}, "
+                f"expected {expected})"
+            )
+        return torch.from_numpy(np.ascontiguousarray(previous.memory, dtype=np.float32))[None].to(self.device)
+
+    def _visual(self, state, prompts, text, previous, draws) -> Segmentation:
+        pos, neg = self._padded_masks(state, prompts)
+        n = pos.shape[0]
+        memory = self._memory(state, previous, n)
+        for k in range(n):
+            if not pos[k].any() and memory is None:
+                raise ValueError(f"object {k} has only negative prompts: add a positive click, stroke or mask")
+        kwargs: dict[str, Any] = {}
+        if text is not None:
+            kwargs["grounding_tokens"] = self.model.lang_encoder.encode_text([text]).real_tokens
+        if draws:
+            kwargs.update({k: v for k, v in draws.items() if v is not None and v.numel()})
+        feats = state.features
+        with inference_context(self.device, self.precision):
+            out = self.model.predictor(
+                feats.multi_scale_features, feats.mask_features,
+                class_embeddings=self._class_embeddings(), pos_masks=pos, neg_masks=neg,
+                prev_mask=memory, generator=self._generator(), **kwargs,
+            )
+            logits = out.selected_masks[0].float()
+            index = out.selected_index[0]
+            captions = out.spatial_captions[0, index].float()
+        names, class_scores = self._name(captions)
+        previous_ids = None if previous is None else previous.object_ids
+        return self._result(state, logits, names, class_scores, object_ids=previous_ids)
+
+    def _name(self, captions: torch.Tensor, vocabulary: Vocabulary | None = None) -> tuple[list[str], np.ndarray]:
+        """Class name and probability for ``[N, D]`` text-space embeddings (background excluded)."""
+        vocab = vocabulary or self._vocabulary
+        if captions.shape[0] == 0:
+            return [], np.zeros(0, np.float32)
+        with torch.inference_mode():
+            logits = self.model.lang_encoder.compute_similarity(captions, self._class_embeddings(vocab))
+            probs = logits.float().softmax(-1)[:, :-1]
+        score, idx = probs.max(-1)
+        return [vocab.names[i] for i in idx.tolist()], score.cpu().numpy().astype(np.float32)
+
+    def _to_model_grid(self, state: _ImageState, logits: torch.Tensor) -> torch.Tensor:
+        """``[N, h/4, w/4]`` decoder logits -> ``[N, h, w]`` at model resolution (un-padded)."""
+        up = F.interpolate(logits[None].float(), size=state.features.padded_size, mode="bilinear", align_corners=False)[0]
+        h, w = state.prepared.model_shape
+        return up[:, :h, :w]
+
+    def _result(self, state, logits: torch.Tensor, names, class_scores, object_ids=None) -> Segmentation:
+        model_grid = self._to_model_grid(state, logits)
+        full = logits_to_original(model_grid, state.prepared.original_shape)
+        masks = (full > 0).cpu().numpy()
+        probs = full.sigmoid()
+        inside = (full > 0).float()
+        scores = ((probs * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp_min(1)).cpu().numpy()
+        return Segmentation(
+            masks=masks,
+            scores=scores.astype(np.float32),
+            class_names=list(names),
+            class_scores=np.asarray(class_scores, np.float32),
+            memory=logits.detach().float().cpu().numpy(),
+            object_ids=object_ids,
+        )
+
+    # ------------------------------------------------------------------ text
+    def _grounding(self, text: str) -> Segmentation:
+        """SEEM grounding: the single region that best matches ``text``."""
+        state = self._state()
+        lang = self.model.lang_encoder
+        with self._lock, inference_context(self.device, self.precision):
+            emb = lang.encode_text([text])
+            feats = state.features
+            out = self.model.predictor(feats.multi_scale_features, feats.mask_features,
+                                       class_embeddings=self._class_embeddings(), grounding_tokens=emb.real_tokens)
+            sim = lang.grounding_similarity(out.grounding_captions[0], emb.class_emb)[:, 0]
+            best = int(sim.argmax())
+            logits = out.grounding_masks[0, best:best + 1].float()
+            prob = float(sim.softmax(0)[best])
+        return self._result(state, logits, [text], [prob])
+
+    def _text_search(self, text: str) -> Segmentation:
+        """Every object SEEM names ``text`` when the phrase joins the vocabulary."""
+        vocab = self._vocabulary if text in self._vocabulary.names else self._vocabulary.extended([text])
+        everything = self.segment_everything(vocabulary=vocab)
+        keep = [i for i, name in enumerate(everything.class_names) if name == text]
+        if keep:
+            return everything.select(keep)
+        return self._grounding(text)
+
+    # ------------------------------------------------------------------ automatic
+    def segment_everything(self, *, vocabulary: Vocabulary | Sequence[str] | None = None,
+                           score_threshold: float | None = None, overlap_threshold: float | None = None) -> Segmentation:
+        """Automatic mode: SEEM's panoptic inference into non-overlapping named objects.
+
+        Args:
+            vocabulary: names to classify against (default: the segmenter's vocabulary).
+            score_threshold: minimum class probability of an object (default: the model config's
+                ``OBJECT_MASK_THRESHOLD``).
+            overlap_threshold: minimum share of its own mask an object must keep (default: config).
+        """
+        state = self._state()
+        vocab = vocabulary if isinstance(vocabulary, Vocabulary) or vocabulary is None else Vocabulary(vocabulary)
+        vocab = vocab or self._vocabulary
+        model = self.model
+        with self._lock, inference_context(self.device, self.precision):
+            feats = state.features
+            out = model.predictor(feats.multi_scale_features, feats.mask_features,
+                                  class_embeddings=self._class_embeddings(vocab))
+            cls_logits = out.class_logits[0].float()
+            grid = self._to_model_grid(state, out.masks[0].float())
+            panoptic = panoptic_inference(
+                cls_logits, grid, vocab.thing_ids,
+                model.object_mask_threshold if score_threshold is None else score_threshold,
+                model.overlap_threshold if overlap_threshold is None else overlap_threshold,
+            )
+        if not panoptic.segments:
+            return Segmentation.empty(state.prepared.original_shape)
+        seg = panoptic.segmentation[None].float()
+        labels = F.interpolate(seg[None], size=state.prepared.original_shape, mode="nearest")[0, 0].long()
+        ids = [s["id"] for s in panoptic.segments]
+        masks = torch.stack([labels == i for i in ids]).cpu().numpy()
+        keep_queries = self._segment_queries(cls_logits, grid, panoptic, vocab)
+        return Segmentation(
+            masks=masks,
+            scores=np.asarray([s["score"] for s in panoptic.segments], np.float32),
+            class_names=[vocab.names[s["category_id"]] for s in panoptic.segments],
+            class_scores=np.asarray([s["score"] for s in panoptic.segments], np.float32),
+            memory=out.masks[0, keep_queries].float().cpu().numpy(),
+            object_ids=np.arange(1, len(ids) + 1),
+        )
+
+    @staticmethod
+    def _segment_queries(cls_logits, grid, panoptic, vocab) -> list[int]:
+        """For each panoptic segment, the object query whose mask covers it best (its memory)."""
+        seg = panoptic.segmentation
+        probs = grid.sigmoid()
+        out = []
+        for s in panoptic.segments:
+            region = seg == s["id"]
+            cover = (probs[:, region]).mean(1) if region.any() else probs.flatten(1).mean(1)
+            cover = cover * cls_logits.softmax(-1)[:, s["category_id"]]
+            out.append(int(cover.argmax()))
+        return out
+
+    # ------------------------------------------------------------------ delegated workflows
+    def propagate(self, frames, start: int, seeds: Segmentation, **kwargs: Any) -> Iterator[tuple[int, Segmentation]]:
+        """Carry objects through a stack or time-lapse; see :func:`napari_seem.engine.propagate.propagate`."""
+        from .propagate import propagate
+
+        return propagate(self, frames, start, seeds, **kwargs)
+
+    def find_similar(self, reference_image: np.ndarray, reference_mask: np.ndarray,
+                     target_image: np.ndarray | None = None, **kwargs: Any) -> Segmentation:
+        """Referring-image search; see :func:`napari_seem.engine.referring.find_similar`."""
+        from .referring import find_similar
+
+        return find_similar(self, reference_image, reference_mask, target_image, **kwargs)

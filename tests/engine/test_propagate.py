@@ -1,0 +1,137 @@
+"""Propagation through z/t and referring-image search on the tiny model (mechanics, order, stopping)."""
+import numpy as np
+import pytest
+
+from napari_seem.engine import ObjectPrompt, Segmentation
+from napari_seem.engine.propagate import frame_order, mask_iou
+from napari_seem.synthetic import make_sequence
+
+
+@pytest.fixture(scope="module")
+def movie():
+    return make_sequence(n_frames=6, shape=(64, 80), seed=2).image
+
+
+def _seeds(seg, frame):
+    seg.set_image(frame)
+    return seg.predict([ObjectPrompt(boxes=[(10, 10, 40, 50)]), ObjectPrompt(boxes=[(30, 40, 60, 75)])])
+
+
+def test_frame_order():
+    assert frame_order(6, 2, "forward") == [[3, 4, 5]]
+    assert frame_order(6, 2, "backward") == [[1, 0]]
+    assert frame_order(6, 2, "both") == [[3, 4, 5], [1, 0]]
+    assert frame_order(6, 2, "both", (1, 4)) == [[3, 4], [1]]
+    with pytest.raises(ValueError, match="direction"):
+        frame_order(6, 2, "sideways")
+    with pytest.raises(ValueError, match="outside the stack"):
+        frame_order(6, 9, "forward")
+    with pytest.raises(ValueError, match="frame_range"):
+        frame_order(6, 2, "forward", (3, 5))
+
+
+@pytest.mark.parametrize("direction, expected", [("forward", [2, 3, 4, 5]), ("backward", [2, 1, 0]), ("both", [2, 3, 4, 5, 1, 0])])
+def test_order_ids_and_memory(tiny_segmenter, movie, direction, expected):
+    seeds = _seeds(tiny_segmenter, movie[2])
+    seeds.object_ids = np.array([7, 9])
+    visited, results = [], []
+    for index, result in tiny_segmenter.propagate(movie, 2, seeds, direction=direction, stop_iou=0.0, min_score=0.0):
+        visited.append(index)
+        results.append(result)
+        assert result.masks.shape[1:] == movie.shape[1:]
+        assert set(result.object_ids) <= {7, 9}
+    assert visited == expected
+    assert results[0] is seeds
+
+
+def test_each_frame_uses_previous_mask_as_memory(tiny_segmenter, movie, monkeypatch):
+    seeds = _seeds(tiny_segmenter, movie[0])
+    seen = []
+    original = tiny_segmenter.predict
+
+    def spy(prompts=None, **kw):
+        seen.append((kw.get("previous"), [p.mask.copy() for p in prompts]))
+        return original(prompts, **kw)
+
+    monkeypatch.setattr(tiny_segmenter, "predict", spy)
+    out = list(tiny_segmenter.propagate(movie, 0, seeds, stop_iou=0.0, min_score=0.0))
+    assert len(seen) == 5
+    prev_result = out[0][1]
+    for (previous, masks), (_, result) in zip(seen, out[1:]):
+        assert previous is not None and np.array_equal(previous.memory, prev_result.memory)
+        for m, pm in zip(masks, prev_result.masks):
+            assert np.array_equal(m, pm)
+        prev_result = result
+
+
+def test_stop_rule_drops_vanished_objects(tiny_segmenter, movie):
+    seeds = _seeds(tiny_segmenter, movie[0])
+    out = list(tiny_segmenter.propagate(movie, 0, seeds, min_score=1.01))
+    assert [i for i, _ in out] == [0, 1], "no object survives an impossible score: propagation stops"
+    assert len(out[1][1]) == 0
+
+
+def test_cancel_keeps_done_frames_and_reads_lazily(tiny_segmenter, movie, monkeypatch):
+    seeds = _seeds(tiny_segmenter, movie[0])
+    encoded = []
+    original = tiny_segmenter.set_image
+    monkeypatch.setattr(tiny_segmenter, "set_image", lambda img, **kw: encoded.append(1) or original(img, **kw))
+    done = {}
+    for index, result in tiny_segmenter.propagate(movie, 0, seeds, stop_iou=0.0, min_score=0.0):
+        done[index] = result
+        if index == 2:
+            break  # the user pressed Cancel
+    assert sorted(done) == [0, 1, 2] and len(encoded) == 2
+
+
+def test_restart_from_corrected_frame_only_touches_later_frames(tiny_segmenter, movie):
+    seeds = _seeds(tiny_segmenter, movie[0])
+    labels = np.zeros(movie.shape, np.int32)
+    for index, result in tiny_segmenter.propagate(movie, 0, seeds, stop_iou=0.0, min_score=0.0):
+        labels[index] = result.to_labels()
+    before = labels.copy()
+    tiny_segmenter.set_image(movie[3])
+    corrected = tiny_segmenter.predict(ObjectPrompt(points=[(20, 20)]))
+    visited = []
+    for index, result in tiny_segmenter.propagate(movie, 3, corrected, stop_iou=0.0, min_score=0.0):
+        visited.append(index)
+        labels[index] = result.to_labels()
+    assert visited == [3, 4, 5]
+    np.testing.assert_array_equal(labels[:3], before[:3])
+
+
+def test_seed_checks(tiny_segmenter, movie):
+    with pytest.raises(ValueError, match="no objects"):
+        list(tiny_segmenter.propagate(movie, 0, Segmentation.empty(movie.shape[1:])))
+    with pytest.raises(ValueError, match="seed masks have shape"):
+        list(tiny_segmenter.propagate(movie, 0, Segmentation.empty((5, 5)).__class__(
+            np.ones((1, 5, 5), bool), np.ones(1), ["x"], np.ones(1))))
+
+
+def test_painted_seeds_without_memory(tiny_segmenter, movie):
+    mask = np.zeros(movie.shape[1:], bool)
+    mask[20:40, 20:50] = True
+    seeds = Segmentation(mask[None], np.ones(1, np.float32), ["cell"], np.ones(1, np.float32))
+    out = list(tiny_segmenter.propagate(movie, 0, seeds, stop_iou=0.0, min_score=0.0, frame_range=(0, 2)))
+    assert [i for i, _ in out] == [0, 1, 2]
+
+
+def test_mask_iou():
+    a = np.zeros((4, 4), bool)
+    a[:2] = True
+    b = np.zeros((4, 4), bool)
+    b[1:3] = True
+    assert mask_iou(a, b) == pytest.approx(1 / 3)
+    assert mask_iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 0.0
+
+
+def test_referring_image_search(tiny_segmenter, movie):
+    ref_mask = np.zeros(movie.shape[1:], bool)
+    ref_mask[20:40, 20:50] = True
+    found = tiny_segmenter.find_similar(movie[0], ref_mask, movie[4], min_similarity=-1.0, max_objects=5)
+    assert 1 <= len(found) <= 5
+    assert found.masks.shape[1:] == movie.shape[1:]
+    assert (found.masks.sum(0) >= 1).any()
+    assert tiny_segmenter.image_shape == movie.shape[1:]
+    only_direct = tiny_segmenter.find_similar(movie[0], ref_mask, min_similarity=1.01)
+    assert len(only_direct) <= 1
