@@ -58,6 +58,10 @@ class Segmenter:
         seed: seed of the per-call random generator (SEEM's random draws).
         text_cache_dir: where vocabulary text embeddings are kept between sessions
             (``"default"``: ``~/.cache/napari-seem``; None: memory only).
+        templates: encode class names in SEEM's 81 prompt templates (its evaluation setting) or
+            as bare names. ``"auto"``: templates on a GPU, or on a CPU for vocabularies of at most
+            25 names; the 133 COCO names as bare names on a CPU (templates there take minutes the
+            first time).
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class Segmenter:
         cache_bytes: int = 1 << 30,
         seed: int = 0,
         text_cache_dir: str | Path | None = "default",
+        templates: bool | str = "auto",
     ) -> None:
         self.device = resolve_device(device)
         self.precision = precision
@@ -82,6 +87,9 @@ class Segmenter:
         self.max_side = max_side
         self.seed = int(seed)
         self.text_cache_dir = default_cache_dir() if text_cache_dir == "default" else text_cache_dir
+        if templates not in (True, False, "auto"):
+            raise ValueError(f"templates must be True, False or 'auto', got {templates!r}")
+        self.templates = templates
         self.cache = FeatureCache(cache_bytes)
         self._vocabulary = Vocabulary.coco()
         if vocabulary is not None:
@@ -114,7 +122,10 @@ class Segmenter:
 
     def _class_embeddings(self, vocabulary: Vocabulary | None = None) -> torch.Tensor:
         vocab = vocabulary or self._vocabulary
-        return vocab.text_embeddings(self.model.lang_encoder, self.text_cache_dir)
+        templates = self.templates
+        if templates == "auto":
+            templates = self.device.type != "cpu" or len(vocab) <= 25
+        return vocab.text_embeddings(self.model.lang_encoder, self.text_cache_dir, templates)
 
     # ------------------------------------------------------------------ image
     def set_image(self, image: np.ndarray, *, normalize: Normalize = "auto", channel: int | None = None) -> None:

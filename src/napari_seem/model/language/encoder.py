@@ -114,7 +114,8 @@ class TextTransformer(nn.Module):
         self.context_length = context_length
         self.width = width
         self.autoregressive = autoregressive
-        self.token_embedding = nn.Embedding(vocab_size, width)
+        # pre-allocated weight: skips nn.Embedding's default init, replaced just below anyway
+        self.token_embedding = nn.Embedding(vocab_size, width, _weight=torch.empty(vocab_size, width))
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
         self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
         self.ln_final = LayerNorm(width)
@@ -236,22 +237,26 @@ class LanguageEncoder(nn.Module):
     def _end_token_embeddings(self, texts: Sequence[str], batch_size: int) -> torch.Tensor:
         """[len(texts), D] end-token embeddings, each L2-normalised with +1e-7.
 
-        Sequences are cut after the longest real text of each batch: with causal attention the
-        positions up to the end token do not depend on the padding behind them.
+        Texts are batched by token length and every batch is cut after its longest real text:
+        with causal attention the positions up to the end token do not depend on the padding
+        behind them, so only real tokens cost compute.
         """
         tokens = self.tokenize(texts)
         input_ids, attention_mask = tokens["input_ids"], tokens["attention_mask"]
-        out = []
+        lengths = attention_mask.sum(dim=1)
+        if self.lang_encoder.autoregressive:
+            order = torch.argsort(lengths)
+        else:
+            order = torch.arange(len(texts), device=lengths.device)
+        out = torch.empty(len(texts), self.lang_proj.shape[1], dtype=self.lang_proj.dtype, device=self.lang_proj.device)
         for start in range(0, len(texts), batch_size):
-            ids = input_ids[start : start + batch_size]
-            mask = attention_mask[start : start + batch_size]
-            if self.lang_encoder.autoregressive:
-                length = int(mask.sum(dim=1).max())
-                ids, mask = ids[:, :length], mask[:, :length]
+            idx = order[start : start + batch_size]
+            length = int(lengths[idx].max()) if self.lang_encoder.autoregressive else input_ids.shape[1]
+            ids, mask = input_ids[idx, :length], attention_mask[idx, :length]
             hidden = self.lang_encoder(ids, mask)
             rows = torch.arange(ids.shape[0], device=ids.device)
-            out.append(_l2_normalize(hidden[rows, ids.argmax(dim=-1)] @ self.lang_proj))
-        return torch.cat(out)
+            out[idx] = _l2_normalize(hidden[rows, ids.argmax(dim=-1)] @ self.lang_proj)
+        return out
 
     @torch.no_grad()
     def class_embeddings(self, names: Sequence[str], templates: bool = True, batch_size: int = 1024) -> torch.Tensor:
@@ -262,6 +267,8 @@ class LanguageEncoder(nn.Module):
         prompt's end-token embedding is L2-normalised (+1e-7), the prompts of a class are
         averaged, and the mean is L2-normalised again.
         """
+        if not names:
+            return self.lang_proj.new_zeros(0, self.lang_proj.shape[1])
         if templates:
             prompts = [t.format(clean_class_name(name)) for name in names for t in PROMPT_TEMPLATES]
         else:
