@@ -75,3 +75,17 @@ def test_vocabulary():
         Vocabulary(["a", "a"])
     with pytest.raises(ValueError, match="at least one"):
         Vocabulary([])
+
+
+def test_empty_segmentation_table_and_labels():
+    empty = Segmentation.empty((5, 6))
+    t = empty.table()
+    assert len(t["id"]) == 0 and len(t["area"]) == 0
+    assert empty.to_labels().shape == (5, 6) and not empty.to_labels().any()
+
+
+def test_background_is_implicit():
+    v = Vocabulary(["nucleus", "background", "cell"])
+    assert v.names == ("nucleus", "cell")
+    with pytest.raises(ValueError, match="at least one"):
+        Vocabulary(["background"])

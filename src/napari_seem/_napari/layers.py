@@ -101,12 +101,16 @@ def plane_pixels(image_layer, plane: ViewPlane) -> np.ndarray:
     return np.asarray(data[plane.leading])
 
 
-def frame_stack(image_layer, plane: ViewPlane, axis: int, start: int, stop: int) -> np.ndarray:
-    """Frames ``start..stop-1`` along leading ``axis`` at the other current indices: ``[T, H, W(, C)]``."""
+def frame_stack(image_layer, plane: ViewPlane, axis: int, start: int, stop: int):
+    """Frames ``start..stop-1`` along leading ``axis`` at the other current indices: ``[T, H, W(, C)]``.
+
+    Returned as the layer's own array type (a numpy view, or a lazy dask/zarr slice that the
+    engine reads one frame at a time).
+    """
     data = image_layer.data[0] if getattr(image_layer, "multiscale", False) else image_layer.data
     index: list[Any] = list(plane.leading)
     index[axis] = slice(int(start), int(stop))
-    return np.asarray(data[tuple(index)])
+    return data[tuple(index)]
 
 
 # ---------------------------------------------------------------------------- coordinate maps
@@ -438,6 +442,8 @@ def update_features(labels_layer, ids: Sequence[int], result: Segmentation, keep
     if "index" in old and len(old):
         if keep_names:
             new = new[~new["index"].isin(old["index"])]
+            if not len(new):
+                return
         old = old[~old["index"].isin(new["index"])]
         merged = pd.concat([old, new], ignore_index=True) if len(old) else new
     else:

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -39,6 +39,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DIRECTIONS = ("forward", "backward", "both")
 POINT_COLORS = {"positive": "lime", "negative": "magenta"}
 METADATA_KEY = "napari_seem"
+PROGRESS_INTERVAL_MS = 250
 
 
 def _presets() -> list[str]:
@@ -77,6 +78,10 @@ class SeemWidget(QWidget):
         self._cancelled = False
         self._last: _Last | None = None
         self._reference: tuple[np.ndarray, np.ndarray, str] | None = None
+        self._steps_done = 0
+        self._progress_timer = QTimer(self)
+        self._progress_timer.setInterval(PROGRESS_INTERVAL_MS)
+        self._progress_timer.timeout.connect(self._show_progress)
         self._build()
         self._connect_viewer()
         self.refresh_layers()
@@ -346,7 +351,7 @@ class SeemWidget(QWidget):
         })
         points = self.viewer.add_points(
             np.zeros((0, image.ndim)), name="SEEM points", features=features, face_color="label",
-            face_color_cycle=POINT_COLORS, size=max(3.0, min(L.spatial_shape(image)[-2:]) / 60), **transform,
+            face_color_cycle=POINT_COLORS, size=max(3.0, min(L.spatial_shape(image)[-2:]) / 40), **transform,
         )
         points.feature_defaults = {"label": "positive", "object": 1}
         points.mode = "add"
@@ -394,8 +399,10 @@ class SeemWidget(QWidget):
         worker = workers.make_worker(job, *args)
         self.worker, self._cancelled, self.last_error = worker, False, None
         self._progress = progress(total=total, desc=desc)
+        self._steps_done = 0
         self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(0)
+        self._progress_timer.start()
         self.status_label.setText(f"{desc} …")
         if on_result is not None:
             worker.returned.connect(lambda value: None if self._cancelled else self._guard(on_result, value))
@@ -409,9 +416,16 @@ class SeemWidget(QWidget):
 
     def _on_yield(self, handler: Callable, value) -> None:
         self._guard(handler, value)
-        self.progress_bar.setValue(min(self.progress_bar.value() + 1, max(self.progress_bar.maximum(), 1)))
-        if self._progress is not None:
-            self._progress.update(1)
+        self._steps_done += 1
+
+    def _show_progress(self) -> None:
+        """Move the progress bars to the steps done (on a timer: a progress bar repaints the
+        window synchronously, so it is updated a few times a second, not once per frame)."""
+        done = self._steps_done
+        if self._progress is not None and done > self._progress.n:
+            self._progress.update(done - self._progress.n)
+        if done != self.progress_bar.value() and self.progress_bar.maximum() > 0:
+            self.progress_bar.setValue(min(done, self.progress_bar.maximum()))
 
     def _guard(self, handler: Callable, value) -> None:
         try:
@@ -430,6 +444,8 @@ class SeemWidget(QWidget):
         show_error(f"SEEM: {exc}")
 
     def _on_finished(self, worker, desc: str) -> None:
+        self._progress_timer.stop()
+        self._show_progress()
         if self._progress is not None:
             self._progress.close()
             self._progress = None
@@ -444,8 +460,9 @@ class SeemWidget(QWidget):
                        self.similar_button, self.vocab_button, self.reference_button):
             button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
-        if not busy:
-            self.progress_bar.setRange(0, max(self.progress_bar.maximum(), 1))
+        if not busy and self.progress_bar.maximum() == 0:  # a job without steps: show it complete
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(0 if self._cancelled or self.last_error else 1)
 
     def cancel(self) -> None:
         """Stop the running job; frames already written stay."""

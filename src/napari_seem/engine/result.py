@@ -60,7 +60,7 @@ class Segmentation:
             "class_name": np.asarray(self.class_names, dtype=object),
             "class_score": np.asarray(self.class_scores, dtype=np.float32),
             "score": np.asarray(self.scores, dtype=np.float32),
-            "area": self.masks.reshape(len(self), -1).sum(1).astype(np.int64),
+            "area": self.masks.reshape(len(self), int(np.prod(self.shape))).sum(1).astype(np.int64),
         }
 
     def select(self, index) -> "Segmentation":

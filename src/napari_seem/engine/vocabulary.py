@@ -38,6 +38,7 @@ COCO_PANOPTIC_CLASSES: tuple[str, ...] = (
     'rug-merged',
 )
 COCO_NUM_THINGS = 80
+BACKGROUND = "background"
 
 
 def display_name(name: str) -> str:
@@ -52,7 +53,9 @@ class Vocabulary:
     """An ordered list of class names and which of them are countable objects ("things").
 
     Args:
-        names: class names; duplicates and empty names raise ``ValueError``.
+        names: class names; duplicates and empty names raise ``ValueError``. ``"background"`` is
+            SEEM's no-object class, always appended last; a name "background" in ``names`` is
+            dropped.
         things: names (or indices) that are countable objects. Default: all of them, except for
             the COCO vocabulary where the official split is used. Stuff classes (background-like
             regions) merge into one segment in automatic mode.
@@ -60,6 +63,7 @@ class Vocabulary:
 
     def __init__(self, names: Iterable[str], things: Iterable[str | int] | None = None) -> None:
         cleaned = [str(n).strip() for n in names]
+        cleaned = [n for n in cleaned if n.lower() != BACKGROUND]  # always added last, as SEEM's no-object class
         if not cleaned:
             raise ValueError("a vocabulary needs at least one class name")
         if any(not n for n in cleaned):
@@ -113,7 +117,7 @@ class Vocabulary:
         on disk keyed by the encoder's weights and the names. ``templates=False`` encodes the bare
         names (one prompt per class, seconds).
         """
-        return class_embeddings_cached(lang_encoder, (*self.names, "background"), cache_dir, templates)
+        return class_embeddings_cached(lang_encoder, (*self.names, BACKGROUND), cache_dir, templates)
 
 
 _MEMORY: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()

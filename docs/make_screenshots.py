@@ -1,0 +1,109 @@
+"""Regenerate the user-guide screenshots: the real widget and engine in a real viewer.
+
+Run under a display (or ``xvfb-run -a``) from the repository root::
+
+    PYTHONPATH=src xvfb-run -a .venv/bin/python docs/make_screenshots.py [--model PRESET_OR_FILE]
+
+Without ``--model`` the tiny official-architecture test model from the reference data is used
+(its masks are rough: it is a test model); with a preset (``seem_focalt_v1``) the real weights.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+GOLDEN = HERE.parent.parent / "shared" / "seem_reference" / "golden"
+
+
+def segmenter(model: str | None):
+    from napari_seem.engine import Segmenter
+
+    if model:
+        return Segmenter.from_pretrained(model)
+    import torch
+
+    from napari_seem.model import build_seem, load_into
+
+    tiny = build_seem(GOLDEN / "tiny_v1.yaml")
+    load_into(tiny, torch.load(GOLDEN / "tiny_v1_weights.pt", weights_only=True), strict=True)
+    return Segmenter(tiny, device="cpu", short_side=128, max_side=256)
+
+
+def settle(widget, seconds: float = 0.5) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    while widget.worker is not None:
+        QApplication.processEvents()
+        time.sleep(0.01)
+    end = time.time() + seconds
+    while time.time() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def main() -> None:
+    import napari
+
+    from napari_seem._napari.widget import SeemWidget
+    from napari_seem.io.sample_data import cells_2d, timelapse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=None)
+    args = parser.parse_args()
+    seg = segmenter(args.model)
+    seg.set_vocabulary(["cell", "nucleus", "vesicle"])
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1500, 1000)
+    for data, kwargs, kind in cells_2d():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = SeemWidget(viewer, segmenter=seg)
+    viewer.window.add_dock_widget(widget, name="SEEM", area="right")
+    widget.set_segmenter(seg, args.model or "tiny test model")
+    truth = viewer.layers["cells ground truth"].data
+    widget.add_prompt_layers()
+    points = viewer.layers["SEEM points"]
+    for number, obj_id in enumerate(np.unique(truth)[1:4], start=1):
+        rows, cols = np.nonzero(truth == obj_id)
+        points.feature_defaults = {"label": "positive", "object": number}  # one object per click
+        points.add([[rows.mean(), cols.mean()]])
+    points.feature_defaults = {"label": "negative", "object": 1}
+    points.add([[10, 10]])
+    widget.segment()
+    settle(widget)
+    viewer.reset_view()
+    viewer.layers.selection.active = viewer.layers["cells seem"]
+    viewer.screenshot(str(HERE / "images" / "widget_clicks.png"), canvas_only=False)
+
+    viewer.layers.clear()
+    for data, kwargs, kind in timelapse():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    truth = viewer.layers["time-lapse ground truth"].data
+    viewer.dims.set_point(0, 0)
+    shapes = viewer.add_shapes(name="boxes", edge_color="yellow", face_color="transparent", edge_width=2)
+    for obj_id in np.unique(truth[0])[1:3]:
+        rows, cols = np.nonzero(truth[0] == obj_id)
+        shapes.add_rectangles(np.array([[rows.min(), cols.min()], [rows.max(), cols.max()]]))
+    widget.refresh_layers()
+    widget.points_combo.setCurrentText("(none)")
+    widget.shapes_combo.setCurrentText("boxes")
+    widget.text_edit.setText("")
+    widget.output_combo.setCurrentText("(new layer)")
+    widget.segment()
+    settle(widget)
+    widget.direction_combo.setCurrentText("forward")
+    widget.propagate()
+    settle(widget)
+    viewer.dims.set_point(0, 5)
+    viewer.reset_view()
+    settle(widget)
+    viewer.screenshot(str(HERE / "images" / "propagate_timelapse.png"), canvas_only=False)
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

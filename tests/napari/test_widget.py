@@ -1,0 +1,303 @@
+"""The SEEM dock widget in a real viewer (pytest-qt, run under xvfb) with a fake segmenter."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from napari_seem._napari import workers
+from napari_seem._napari.widget import SeemWidget
+from napari_seem._napari.shortcuts import SHORTCUTS
+
+from _fakes import RADIUS, FakeSegmenter, blobs
+
+STALL_REPORT = os.environ.get("SEEM_STALL_REPORT")
+
+
+def _wait(qtbot, widget, timeout=10_000):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+    assert widget.last_error is None, widget.last_error
+
+
+@pytest.fixture
+def setup(make_napari_viewer, qtbot):
+    def make(image=None, segmenter=None, **image_kwargs):
+        viewer = make_napari_viewer()
+        viewer.add_image(blobs() if image is None else image, name="cells", **image_kwargs)
+        widget = SeemWidget(viewer, segmenter=segmenter or FakeSegmenter())
+        viewer.window.add_dock_widget(widget, name="SEEM")
+        return viewer, widget
+    return make
+
+
+def _disk(center, shape=(64, 80)):
+    mask = np.zeros(shape, dtype=bool)
+    mask[disk(center, RADIUS, shape=shape)] = True
+    return mask
+
+
+def test_points_prompt_gives_labels_with_features(setup, qtbot):
+    viewer, widget = setup()
+    widget.add_prompt_layers()
+    points = viewer.layers["SEEM points"]
+    points.add([[20, 20]])
+    widget.segment()
+    _wait(qtbot, widget)
+    out = viewer.layers["cells seem"]
+    assert out.data.shape == (64, 80) and out.data.dtype == np.int32
+    np.testing.assert_array_equal(out.data == 1, _disk((20, 20)))
+    assert out.features["index"].tolist() == [1]
+    assert out.features["class_name"].tolist() == ["cell"]
+    assert "class_name: cell" in out.get_status((20.0, 20.0))["coordinates"]  # shown on hover
+
+
+def test_shapes_and_mask_and_text_prompts(setup, qtbot):
+    viewer, widget = setup()
+    shapes = viewer.add_shapes([np.array([[5, 5], [5, 15], [12, 15], [12, 5]]),
+                                np.array([[30, 60], [30, 70]])], shape_type=["rectangle", "path"])
+    paint = np.zeros((64, 80), dtype=np.int32)
+    paint[50:55, 10:20] = 9
+    viewer.add_labels(paint, name="rough")
+    widget.shapes_combo.setCurrentText(shapes.name)
+    widget.mask_combo.setCurrentText("rough")
+    widget.segment()
+    _wait(qtbot, widget)
+    out = viewer.layers["cells seem"]
+    assert sorted(np.unique(out.data)) == [0, 1, 2, 3]
+    box = np.zeros((64, 80), bool); box[5:13, 5:16] = True
+    np.testing.assert_array_equal(out.data == 1, box)        # rectangle -> box (object 1)
+    assert (out.data[30, 60:71] == 2).all()                   # path -> stroke (object 2)
+    np.testing.assert_array_equal(out.data == 3, paint == 9)  # painted value 9 -> object 9 -> id 3
+    # text alone: every bright blob not yet taken becomes a new object named by the text
+    widget.shapes_combo.setCurrentText("(none)")
+    widget.mask_combo.setCurrentText("(none)")
+    widget.text_edit.setText("nucleus")
+    widget.segment()
+    _wait(qtbot, widget)
+    assert set(out.features["class_name"]) >= {"nucleus"}
+    call = widget.segmenter.calls[-1]
+    assert call[0] == "predict" and call[1]["text"] == "nucleus" and call[1]["prompts"] is None
+
+
+def test_scale_translate_respected(setup, qtbot):
+    viewer, widget = setup(scale=(0.5, 2.0), translate=(100.0, -40.0))
+    points = viewer.add_points([[100 + 0.5 * 30, -40 + 2.0 * 50]], size=1)  # world -> image pixel (30, 50)
+    widget.points_combo.setCurrentText(points.name)
+    widget.segment()
+    _wait(qtbot, widget)
+    out = viewer.layers["cells seem"]
+    np.testing.assert_array_equal(out.scale, [0.5, 2.0])
+    np.testing.assert_array_equal(out.translate, [100.0, -40.0])
+    np.testing.assert_array_equal(out.data == 1, _disk((30, 50)))
+
+
+def test_nd_uses_the_viewed_slice_only(setup, qtbot):
+    viewer, widget = setup(image=blobs(leading=(2, 4)))                       # TZYX
+    points = viewer.add_points([[1, 3, 20, 20], [0, 3, 40, 55], [1, 2, 40, 55]], size=1)
+    widget.points_combo.setCurrentText(points.name)
+    viewer.dims.set_point(0, 1)
+    viewer.dims.set_point(1, 3)
+    widget.segment()
+    _wait(qtbot, widget)
+    out = viewer.layers["cells seem"]
+    assert out.data.shape == (2, 4, 64, 80)
+    np.testing.assert_array_equal(out.data[1, 3] == 1, _disk((20, 20)))
+    assert out.data.sum() == out.data[1, 3].sum()                              # nothing elsewhere
+
+
+def test_correction_uses_memory_and_keeps_the_id(setup, qtbot):
+    viewer, widget = setup()
+    widget.add_prompt_layers()
+    points = viewer.layers["SEEM points"]
+    points.add([[20, 20]])
+    widget.segment()
+    _wait(qtbot, widget)
+    first = widget.segmenter.calls[-1][1]
+    assert first["previous"] is None
+    points.feature_defaults = {"label": "negative", "object": 1}
+    points.add([[20, 23]])
+    widget.segment()
+    _wait(qtbot, widget)
+    second = widget.segmenter.calls[-1][1]
+    assert second["previous"] is not None
+    np.testing.assert_array_equal(second["previous"].masks[0], _disk((20, 20)))
+    np.testing.assert_array_equal(second["prompts"][0].point_labels, [1, 0])
+    out = viewer.layers["cells seem"]
+    assert sorted(np.unique(out.data)) == [0, 1]                     # same object, same id
+    expected = _disk((20, 20)) & ~_disk((20, 23))
+    np.testing.assert_array_equal(out.data == 1, expected)
+    assert out.features["index"].tolist() == [1]
+
+
+def test_next_object_keeps_existing_and_undo_is_exact(setup, qtbot):
+    viewer, widget = setup()
+    widget.add_prompt_layers()
+    points = viewer.layers["SEEM points"]
+    points.add([[20, 20]])
+    widget.segment()
+    _wait(qtbot, widget)
+    out = viewer.layers["cells seem"]
+    after_first = out.data.copy()
+    widget.accept()
+    assert len(points.data) == 0
+    points.add([[22, 24]])                                           # overlaps object 1
+    widget.segment()
+    _wait(qtbot, widget)
+    assert (out.data[after_first == 1] == 1).all()                   # keep: object 1 untouched
+    assert ((out.data == 2) == (_disk((22, 24)) & (after_first == 0))).all()
+    out.undo()
+    np.testing.assert_array_equal(out.data, after_first)             # one undo = one Segment
+    out.redo()
+    widget.mode_combo.setCurrentText("replace")
+    widget.accept()
+    points.add([[22, 24]])
+    widget.segment()
+    _wait(qtbot, widget)
+    np.testing.assert_array_equal(out.data == 3, _disk((22, 24)))   # replace paints over
+
+
+def test_toggle_polarity_and_shortcuts(setup, qtbot):
+    viewer, widget = setup()
+    widget.add_prompt_layers()
+    points = viewer.layers["SEEM points"]
+    widget.toggle_polarity()
+    points.add([[5, 5]])
+    assert points.features["label"].tolist() == ["negative"]
+    points.selected_data = {0}
+    widget.toggle_polarity()
+    assert points.features["label"].tolist() == ["positive"]
+    np.testing.assert_allclose(points.face_color[0], [0, 1, 0, 1])  # lime = positive
+    keys = {str(k) for k in viewer.keymap}
+    assert all(any(key.split("-")[1] in k and "Shift" in k for k in keys) for key in SHORTCUTS)
+    for widget_tip in (widget.segment_button, widget.cancel_button, widget.model_combo, widget.text_edit,
+                       widget.points_combo, widget.propagate_button, widget.vocab_edit):
+        assert widget_tip.toolTip()
+
+
+def _timelapse(n=10):
+    return blobs(leading=(n,))
+
+
+def test_propagation_cancel_keeps_finished_frames(setup, qtbot):
+    viewer, widget = setup(image=_timelapse(10), segmenter=FakeSegmenter(delay=0.15))
+    points = viewer.add_points([[2, 20, 20]], size=1)
+    widget.points_combo.setCurrentText(points.name)
+    viewer.dims.set_point(0, 2)
+    widget.segment()
+    _wait(qtbot, widget)
+    out = viewer.layers["cells seem"]
+    seed = out.data[2].copy()
+    widget.direction_combo.setCurrentText("forward")
+    widget.propagate()
+    qtbot.waitUntil(lambda: (out.data[3:] > 0).any(axis=(1, 2)).sum() >= 3, timeout=10_000)
+    widget.cancel()
+    _wait(qtbot, widget)
+    done = [t for t in range(10) if out.data[t].any()]
+    assert 2 in done and 5 <= max(done) < 9                           # stopped midway
+    assert done == list(range(2, max(done) + 1))                      # finished frames are all there
+    for t in done:                                                     # ... and intact
+        np.testing.assert_array_equal(out.data[t], np.roll(seed, t - 2, axis=-1))
+    assert "cancelled" in widget.status_label.text()
+    # correct frame k and re-propagate from it, backward
+    viewer.dims.set_point(0, 4)
+    widget.segmenter.delay = 0.0
+    widget.direction_combo.setCurrentText("backward")
+    widget.propagate()
+    _wait(qtbot, widget)
+    call = widget.segmenter.calls[-1][1]
+    assert call["start"] == 4 and call["direction"] == "backward"
+    np.testing.assert_array_equal(out.data[0], np.roll(out.data[4], -4, axis=-1))
+
+
+def _heartbeat(qtbot, widget, action, wait_for):
+    from qtpy.QtCore import QTimer
+
+    gaps, last = [], [time.perf_counter()]
+
+    def beat():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(beat)
+    action()                      # GUI-thread part: read prompts, create the output layer, start the worker
+    assert widget.worker is not None
+    last[0] = time.perf_counter()
+    timer.start()                 # from here on the worker runs: the GUI thread must stay responsive
+    qtbot.waitUntil(wait_for, timeout=30_000)
+    beat()
+    timer.stop()
+    return max(gaps) * 1000.0, len(gaps)
+
+
+def test_gui_thread_never_blocked_while_workers_run(setup, qtbot, monkeypatch):
+    frames = np.random.default_rng(0).random((30, 256, 256)).astype(np.float32)
+    frames[:, 100:140, 100:140] += 2
+    viewer, widget = setup(image=frames, segmenter=FakeSegmenter(delay=0.05))
+    slow = FakeSegmenter(delay=0.0)
+
+    def slow_load(name, device):
+        time.sleep(1.0)                                               # stands for download/loading
+        return slow
+
+    monkeypatch.setattr(workers, "load_segmenter", slow_load)
+    stall_load, _ = _heartbeat(qtbot, widget, widget.load_model, lambda: widget.worker is None)
+    assert widget.segmenter is slow
+    slow.delay = 0.05
+    points = viewer.add_points([[0, 120, 120]], size=1)
+    widget.points_combo.setCurrentText(points.name)
+    viewer.dims.set_point(0, 0)
+    stall_segment, _ = _heartbeat(qtbot, widget, widget.segment, lambda: widget.worker is None)
+    widget.direction_combo.setCurrentText("forward")
+    stall_propagate, beats = _heartbeat(qtbot, widget, widget.propagate, lambda: widget.worker is None)
+    assert widget.last_error is None
+    out = viewer.layers["cells seem"]
+    assert all(out.data[t].any() for t in range(30))
+    worst = max(stall_load, stall_segment, stall_propagate)
+    if STALL_REPORT:
+        Path(STALL_REPORT).write_text(json.dumps({"load_ms": stall_load, "segment_ms": stall_segment,
+                                                  "propagate_ms": stall_propagate, "beats": beats}))
+    print(f"worst GUI stall: load {stall_load:.1f} ms, segment {stall_segment:.1f} ms, "
+          f"propagate 30x256x256 {stall_propagate:.1f} ms")
+    assert worst < 100.0
+
+
+def test_segment_everything_vocabulary_and_find_similar(setup, qtbot):
+    viewer, widget = setup(image=_timelapse(3))
+    widget.vocab_edit.setPlainText("nucleus\n\nmitochondrion\n")
+    widget.apply_vocabulary()
+    _wait(qtbot, widget)
+    assert widget.segmenter.vocabulary == ["nucleus", "mitochondrion"]
+    viewer.dims.set_point(0, 0)
+    widget.segment_everything()
+    _wait(qtbot, widget)
+    out = viewer.layers["cells seem"]
+    assert sorted(np.unique(out.data[0])) == [0, 1, 2] and not out.data[1:].any()
+    assert out.metadata["napari_seem"]["vocabulary"] == ["nucleus", "mitochondrion"]
+    out.selected_label = 1
+    widget.set_reference()
+    assert "label 1" in widget.reference_label.text()
+    widget.similar_scope.setCurrentIndex(1)
+    widget.find_similar()
+    _wait(qtbot, widget)
+    assert all(len(np.unique(out.data[t])) == 3 for t in (1, 2))          # both blobs found on each frame
+    assert (out.data[0][out.data[0] > 0] <= 2).all()                      # frame 0 objects kept
+    assert "like reference" in set(out.features["class_name"])
+
+
+def test_errors_are_reported_not_raised(setup, qtbot):
+    viewer, widget = setup()
+    widget.segment()                                                      # no prompt at all
+    assert "prompt" in str(widget.last_error)
+    widget.segmenter = None
+    widget.segment_everything()
+    assert "model" in str(widget.last_error)
+    widget.propagate()
+    assert widget.worker is None
