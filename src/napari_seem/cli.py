@@ -14,6 +14,7 @@ import click
 #: sub-command name -> ``"module:attribute"`` of its ``click.Command``
 COMMANDS: dict[str, str] = {
     "segment": "napari_seem.batch.command:segment",
+    "demo": "napari_seem.demo:demo",
 }
 
 

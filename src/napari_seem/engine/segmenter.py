@@ -96,19 +96,35 @@ class Segmenter:
             self.set_vocabulary(vocabulary)
         self._image: _ImageState | None = None
         self._lock = threading.RLock()
+        self.model_name = "custom"
 
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | Path = "seem_focalt_v1",
+        name_or_path: str | Path = "auto",
         *,
         config: str | Path | Mapping[str, Any] | None = None,
         device: str | torch.device = "auto",
         **kwargs: Any,
     ) -> "Segmenter":
-        """Load a preset's official checkpoint (local, cached or downloaded) or a checkpoint file."""
-        model = from_pretrained(name_or_path, config=config, device="cpu")
-        return cls(model, device=device, **kwargs)
+        """Load a model by name or file (see :func:`napari_seem.model.from_pretrained`).
+
+        ``"auto"`` (default) takes the official Focal-T v1 checkpoint when it is on this machine,
+        else the shipped synthetic-microscopy model. A shipped model starts with the vocabulary it
+        was trained on (e.g. nucleus, cell, vesicle) unless ``vocabulary=`` is given.
+        """
+        from ..model.pretrained import AUTO, default_model_name
+
+        name = default_model_name() if str(name_or_path) == AUTO else name_or_path
+        model = from_pretrained(name, config=config, device="cpu")
+        if "vocabulary" not in kwargs:
+            from ..weights import SHIPPED_VOCABULARIES
+
+            if str(name) in SHIPPED_VOCABULARIES:
+                kwargs["vocabulary"] = list(SHIPPED_VOCABULARIES[str(name)])
+        segmenter = cls(model, device=device, **kwargs)
+        segmenter.model_name = str(name)
+        return segmenter
 
     # ------------------------------------------------------------------ vocabulary
     @property

@@ -6,7 +6,7 @@
 """
 from .checkpoint import CheckpointError, CheckpointNotFoundError, LoadReport, load_into, read_state_dict, save_safetensors
 from .config import load_config, preset_names
-from .pretrained import from_pretrained, resolve_checkpoint
+from .pretrained import available_models, default_model_name, from_pretrained, resolve_checkpoint, shipped_models
 from .seem import SEEM, ImageFeatures, build_seem
 
 __all__ = [
@@ -15,6 +15,9 @@ __all__ = [
     "build_seem",
     "from_pretrained",
     "resolve_checkpoint",
+    "available_models",
+    "default_model_name",
+    "shipped_models",
     "load_config",
     "preset_names",
     "load_into",

@@ -23,9 +23,38 @@ from .seem import SEEM, build_seem
 log = logging.getLogger(__name__)
 
 
+AUTO = "auto"
+
+
+def shipped_models() -> list[str]:
+    """Models whose weights ship inside the package (work offline), e.g. ``seem_tiny_synthetic``."""
+    from ..weights import shipped_model_names
+
+    return shipped_model_names()
+
+
+def available_models() -> list[str]:
+    """Every name :func:`from_pretrained` accepts: official presets, then shipped models."""
+    return [*PRESETS, *shipped_models()]
+
+
+def default_model_name() -> str:
+    """``"auto"`` resolves to: the official Focal-T v1 checkpoint when it is on this machine, else
+    the shipped synthetic-microscopy model when installed, else ``seem_focalt_v1`` (downloaded)."""
+    if find_local_checkpoint(checkpoint_filename("seem_focalt_v1")) is not None:
+        return "seem_focalt_v1"
+    shipped = shipped_models()
+    return shipped[0] if shipped else "seem_focalt_v1"
+
+
 def resolve_checkpoint(name_or_path: str | Path, download: bool = True) -> Path:
-    """Path of the checkpoint for a preset name (local copy, Hugging Face cache or download) or a file."""
+    """Path of the checkpoint for a preset name (local copy, Hugging Face cache or download),
+    a shipped model name, or a file."""
     text = str(name_or_path)
+    if text in shipped_models():
+        from ..weights import shipped_model_path
+
+        return shipped_model_path(text)[0]
     if text in PRESETS:
         filename = checkpoint_filename(text)
         local = find_local_checkpoint(filename)
@@ -39,7 +68,7 @@ def resolve_checkpoint(name_or_path: str | Path, download: bool = True) -> Path:
     path = Path(text).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
-            f"{text!r} is neither a SEEM preset ({', '.join(PRESETS)}) nor an existing checkpoint file"
+            f"{text!r} is neither a SEEM model ({', '.join(available_models())}) nor an existing checkpoint file"
         )
     return path
 
@@ -55,8 +84,9 @@ def from_pretrained(
 
     Args:
         name_or_path: a preset (``"seem_focalt_v1"``, ... see ``preset_names()``) whose official
-            checkpoint is found locally or downloaded from ``xdecoder/SEEM``; or a ``.pt``/``.pth``/
-            ``.safetensors`` file.
+            checkpoint is found locally or downloaded from ``xdecoder/SEEM``; a model shipped in
+            the package (``"seem_tiny_synthetic"``); ``"auto"`` (see :func:`default_model_name`);
+            or a ``.pt``/``.pth``/``.safetensors`` file.
         config: preset name, official SEEM YAML or dict. Default: the preset itself, or for a file
             the preset whose architecture fits the checkpoint's names and shapes.
         device: where the model lives.
@@ -64,8 +94,14 @@ def from_pretrained(
             entry (default). With ``False`` such entries are logged and skipped.
         download: allow downloading a preset's checkpoint.
     """
+    if str(name_or_path) == AUTO:
+        name_or_path = default_model_name()
     path = resolve_checkpoint(name_or_path, download=download)
     state = read_state_dict(path)
+    if config is None and str(name_or_path) in shipped_models():
+        from ..weights import shipped_model_path
+
+        config = shipped_model_path(str(name_or_path))[1]
     if config is None:
         config = str(name_or_path) if str(name_or_path) in PRESETS else guess_preset(state)
         if config is None:
