@@ -92,7 +92,7 @@ def test_checkpoint_cannot_run_code(tmp_path, monkeypatch):
 
 
 def test_missing_file_and_unknown_name():
-    with pytest.raises(FileNotFoundError, match="neither a SEEM preset"):
+    with pytest.raises(FileNotFoundError, match="neither a SEEM model"):
         from_pretrained("no_such_model")
     with pytest.raises(CheckpointNotFoundError):
         read_state_dict("/nonexistent/seem.pt")

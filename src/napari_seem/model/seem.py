@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .backbone import build_backbone
 from .config import load_config
-from .decoder import build_decoder
+from .decoder import DecoderCache, build_decoder
 from .language import build_language_encoder
 from .pixel_decoder import build_pixel_decoder
 
@@ -62,6 +62,8 @@ class ImageFeatures:
         image_size: ``(H, W)`` of the image given to the model, before padding.
         padded_size: ``(Hp, Wp)`` after zero-padding to the size divisibility.
         transformer_encoder_features: output of the pixel decoder's transformer (may be None).
+        decoder_cache: the decoder's per-image precomputation for fast decoding (see
+            :meth:`SEEM.prepare_decoder`); None until prepared.
     """
 
     mask_features: Tensor
@@ -69,6 +71,7 @@ class ImageFeatures:
     image_size: tuple[int, int]
     padded_size: tuple[int, int]
     transformer_encoder_features: Tensor | None = None
+    decoder_cache: DecoderCache | None = None
 
     def to(self, device: torch.device | str) -> "ImageFeatures":
         return ImageFeatures(
@@ -77,11 +80,16 @@ class ImageFeatures:
             self.image_size,
             self.padded_size,
             None if self.transformer_encoder_features is None else self.transformer_encoder_features.to(device),
+            None if self.decoder_cache is None else self.decoder_cache.to(device),
         )
 
     def nbytes(self) -> int:
+        """Memory held by the features and the decoder cache (shared tensors counted once)."""
         tensors = [self.mask_features, *self.multi_scale_features]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        if self.decoder_cache is not None:
+            tensors += self.decoder_cache.tensors()
+        unique = {(t.data_ptr(), t.numel() * t.element_size()) for t in tensors}
+        return sum(size for _, size in unique)
 
 
 class SEEM(nn.Module):
@@ -163,6 +171,21 @@ class SEEM(nn.Module):
         """
         x = self.preprocess(image)
         return self.encode_preprocessed(x, (int(image.shape[-2]), int(image.shape[-1])))
+
+    def prepare_decoder(self, features: ImageFeatures) -> DecoderCache:
+        """The decoder's per-image precomputation for ``features``, cached on them.
+
+        Computed on the first call (stored in ``features.decoder_cache``) and reused afterwards;
+        pass it to the predictor in place of the raw features for fast repeated decodes::
+
+            prepared = model.prepare_decoder(features)
+            out = model.predictor(prepared, pos_masks=clicks)
+        """
+        if features.decoder_cache is None:
+            with torch.no_grad():
+                cache = self.predictor.prepare_features(features.multi_scale_features, features.mask_features)
+            features.decoder_cache = cache
+        return features.decoder_cache
 
     def encode_preprocessed(self, x: Tensor, image_size: tuple[int, int]) -> ImageFeatures:
         """Encode an already normalised and padded ``[1, 3, Hp, Wp]`` tensor."""

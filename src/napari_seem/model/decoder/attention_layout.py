@@ -107,6 +107,16 @@ class AttentionLayout:
         for name, part in zip(names, output.split(sizes, dim=1)):
             self.groups[name].output = part
 
+    def rows(self, names: list[str], subset: list[str]) -> Tensor:
+        """``[R]`` int64 positions of the entries of ``subset`` in the concatenation of ``names``."""
+        index, start = [], 0
+        for name in names:
+            n = self.groups[name].output.shape[1]
+            if name in subset:
+                index.append(torch.arange(start, start + n))
+            start += n
+        return torch.cat(index).to(self.groups[names[0]].output.device)
+
     def self_attention_mask(self, names: list[str]) -> Tensor:
         """``[B, N, N]`` bool (True = blocked) for the concatenation of ``names``."""
         groups = [self.groups[n] for n in names]

@@ -41,18 +41,35 @@ class MultiheadAttention(nn.Module):
         Returns:
             ``[B, L, C]``.
         """
+        return self.attend(query, *self.project_memory(key, value), mask)
+
+    def project_memory(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Key/value input projections, split into heads: ``[B, S, C]`` -> ``[B, h, S, C/h]`` each.
+
+        They depend only on the attended sequence, so they can be computed once and reused by
+        :meth:`attend` for any number of queries.
+        """
+        b, c = key.shape[0], self.embed_dim
+        h, d = self.num_heads, c // self.num_heads
+        _, w_k, w_v = self.in_proj_weight.chunk(3)
+        _, b_k, b_v = self.in_proj_bias.chunk(3)
+        k = F.linear(key, w_k, b_k).view(b, -1, h, d).transpose(1, 2).contiguous()
+        v = F.linear(value, w_v, b_v).view(b, -1, h, d).transpose(1, 2).contiguous()
+        return k, v
+
+    def attend(self, query: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Attend ``query [B, L, C]`` to projected ``k, v [B, h, S, C/h]`` (:meth:`project_memory`).
+
+        ``mask``: optional ``[B, L, S]`` bool, True = blocked. Returns ``[B, L, C]``.
+        """
         b, length, c = query.shape
         h, d = self.num_heads, c // self.num_heads
-        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
-        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
-        q = F.linear(query, w_q, b_q).view(b, length, h, d).transpose(1, 2) * d**-0.5
-        k = F.linear(key, w_k, b_k).view(b, -1, h, d).transpose(1, 2)
-        v = F.linear(value, w_v, b_v).view(b, -1, h, d).transpose(1, 2)
-        scores = q @ k.transpose(-1, -2)  # [B, h, L, S]
-        if mask is not None:
-            scores = scores.masked_fill(mask[:, None], float("-inf"))
-        weights = scores.softmax(dim=-1).nan_to_num()
-        out = (weights @ v).transpose(1, 2).reshape(b, length, c)
+        w_q = self.in_proj_weight[:c]
+        b_q = self.in_proj_bias[:c]
+        q = F.linear(query, w_q, b_q).view(b, length, h, d).transpose(1, 2)
+        allowed = None if mask is None else ~mask[:, None]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # [B, h, L, C/h]
+        out = out.nan_to_num().transpose(1, 2).reshape(b, length, c)  # fully blocked rows -> 0
         return self.out_proj(out)
 
 
@@ -64,10 +81,17 @@ class SelfAttentionLayer(nn.Module):
         self.self_attn = MultiheadAttention(d_model, nhead)
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: Tensor, pos: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x, pos: ``[B, N, C]``; mask: ``[B, N, N]`` bool (True = blocked)."""
+    def forward(self, x: Tensor, pos: Tensor, mask: Tensor | None = None, rows: Tensor | None = None) -> Tensor:
+        """x, pos: ``[B, N, C]``; mask: ``[B, N, N]`` bool (True = blocked).
+
+        ``rows``: optional ``[R]`` int64 indices of the entries whose output is wanted (all
+        entries are still attended to); the result is then ``[B, R, C]`` instead of ``[B, N, C]``.
+        """
         qk = x + pos
-        return self.norm(x + self.self_attn(qk, qk, x, mask))
+        if rows is None:
+            return self.norm(x + self.self_attn(qk, qk, x, mask))
+        mask = None if mask is None else mask[:, rows]
+        return self.norm(x[:, rows] + self.self_attn(qk[:, rows], qk, x, mask))
 
 
 class CrossAttentionLayer(nn.Module):
@@ -81,6 +105,14 @@ class CrossAttentionLayer(nn.Module):
     def forward(self, x: Tensor, pos: Tensor, memory: Tensor, memory_pos: Tensor, mask: Tensor | None = None) -> Tensor:
         """x, pos: ``[B, N, C]``; memory, memory_pos: ``[B, S, C]``; mask: ``[B, N, S]`` bool."""
         return self.norm(x + self.multihead_attn(x + pos, memory + memory_pos, memory, mask))
+
+    def project_memory(self, memory: Tensor, memory_pos: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys (``memory + memory_pos``) and values (``memory``) projected: ``[B, h, S, C/h]`` each."""
+        return self.multihead_attn.project_memory(memory + memory_pos, memory)
+
+    def forward_projected(self, x: Tensor, pos: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        """:meth:`forward` with the memory already projected by :meth:`project_memory`."""
+        return self.norm(x + self.multihead_attn.attend(x + pos, k, v, mask))
 
 
 class FFNLayer(nn.Module):

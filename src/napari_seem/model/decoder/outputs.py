@@ -16,7 +16,8 @@ class DecoderPredictions:
     (object-major), ``D`` the joint vision-language dimension.
 
     Attributes:
-        masks: ``[B, Q, h, w]`` object-query mask logits (``pred_masks``).
+        masks: ``[B, Q, h, w]`` object-query mask logits (``pred_masks``); None when the
+            object queries were not run.
         captions: ``[B, Q, D]`` object-query embeddings in the text space (``pred_captions``).
         class_logits: ``[B, Q, K]`` ``exp(logit_scale) * cos(captions, class_embeddings)``
             (``pred_logits``); None without ``class_embeddings``.
@@ -27,8 +28,8 @@ class DecoderPredictions:
         spatial_captions: ``[B, S, D]`` spatial-query text-space embeddings (``pred_stexts``).
     """
 
-    masks: Tensor
-    captions: Tensor
+    masks: Tensor | None = None
+    captions: Tensor | None = None
     class_logits: Tensor | None = None
     grounding_masks: Tensor | None = None
     grounding_captions: Tensor | None = None

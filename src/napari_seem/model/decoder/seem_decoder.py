@@ -38,6 +38,7 @@ from .attention_layout import (
 )
 from .layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
 from .outputs import DecoderOutput, DecoderPredictions
+from .cache import DecoderCache
 from .spatial import SpatialPromptTokens, mean_per_object, prompt_points, sample_points
 
 #: seed of the generator used for random draws when the caller gives none
@@ -133,11 +134,36 @@ class SeemDecoder(nn.Module):
             for i, (proj, x) in enumerate(zip(self.input_proj, multi_scale_features))
         ]
 
+    def prepare_features(self, multi_scale_features: Sequence[Tensor], mask_features: Tensor) -> DecoderCache:
+        """Everything of the decoder that depends on the image only, for the fast path.
+
+        Computes the projected levels, every layer's cross-attention keys/values on its level
+        and ``mask_features`` resized to each level. Pass the result to :meth:`forward` and
+        :meth:`encode_prompt` in place of the raw features.
+
+        Args:
+            multi_scale_features: three ``[B, C_in, h_l, w_l]`` maps (strides 32, 16, 8).
+            mask_features: ``[B, mask_dim, Hp/4, Wp/4]``.
+        """
+        levels = self._levels(multi_scale_features)
+        src = [x.flatten(2).transpose(1, 2) for x in levels]  # [B, HW, C]
+        pos = [self.pe_layer(x).flatten(2).transpose(1, 2) for x in multi_scale_features]
+        keys, values = [], []
+        for i, layer in enumerate(self.transformer_cross_attention_layers):
+            level = i % self.num_feature_levels
+            k, v = layer.project_memory(src[level], pos[level])
+            keys.append(k)
+            values.append(v)
+        level_mask_features = [
+            F.interpolate(mask_features, size=x.shape[-2:], mode="bilinear", align_corners=False) for x in levels
+        ]
+        return DecoderCache(mask_features, levels, level_mask_features, keys, values)
+
     def encode_prompt(
         self,
-        multi_scale_features: Sequence[Tensor],
-        mask_features: Tensor,
-        pos_masks: Tensor,
+        features: Sequence[Tensor] | DecoderCache,
+        mask_features: Tensor | None = None,
+        pos_masks: Tensor | None = None,
         neg_masks: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> SpatialPromptTokens:
@@ -147,13 +173,24 @@ class SeemDecoder(nn.Module):
         as a reference prompt, for another image.
 
         Args:
-            multi_scale_features: three ``[1, C_in, h_l, w_l]`` maps (strides 32, 16, 8).
-            mask_features: ``[1, mask_dim, Hp/4, Wp/4]``.
+            features: three ``[1, C_in, h_l, w_l]`` maps (strides 32, 16, 8), or a
+                :class:`DecoderCache` of one image (then ``mask_features`` stays None).
+            mask_features: ``[1, mask_dim, Hp/4, Wp/4]`` (raw features only).
             pos_masks: ``[n, Hp, Wp]`` bool positive prompt per object at the padded image size
                 (``4 x`` the ``mask_features`` size; zero-pad like the image).
             neg_masks: ``[n, Hp, Wp]`` bool negative prompt per object (None: no negatives).
             generator: CPU generator for subsampling prompts larger than ``max_spatial_len``.
         """
+        if isinstance(features, DecoderCache):
+            if mask_features is not None:
+                raise ValueError("a DecoderCache already holds the mask features")
+            levels, mask_features = features.levels, features.mask_features
+        elif mask_features is None:
+            raise ValueError("mask_features are needed with raw multi-scale features")
+        else:
+            levels = None
+        if pos_masks is None:
+            raise ValueError("pos_masks are required")
         if mask_features.shape[0] != 1:
             raise ValueError("visual prompts need features of a single image (batch size 1)")
         if neg_masks is None:
@@ -166,18 +203,26 @@ class SeemDecoder(nn.Module):
         generator = _generator(generator)
         n = pos_masks.shape[0]
 
+        prompts = [(masks, masks.nonzero()) for masks in (pos_masks, neg_masks)]
         embeds = []
-        for masks in (pos_masks, neg_masks):
-            coords, owner = prompt_points(masks, self.max_spatial_len[-1], generator)
+        for masks, index in prompts:
+            coords, owner = prompt_points(masks, self.max_spatial_len[-1], generator, index)
             embeds.append(mean_per_object(sample_points(mask_features, coords), owner, n))
 
         level_tokens, level_owners = [], []
-        for i, level in enumerate(self._levels(multi_scale_features)):
-            projected = (level.permute(0, 2, 3, 1) @ self.mask_sptial_embed[i]).permute(0, 3, 1, 2)
+        prepared = levels is not None
+        for i, level in enumerate(levels if prepared else self._levels(features)):
+            # the reference path projects the whole level and samples it (official order); the
+            # prepared path samples the level, then projects the few points (same up to rounding)
+            if not prepared:
+                level = (level.permute(0, 2, 3, 1) @ self.mask_sptial_embed[i]).permute(0, 3, 1, 2)
             tokens, owners = [], []
-            for polarity, masks in enumerate((pos_masks, neg_masks)):
-                coords, owner = prompt_points(masks, self.max_spatial_len[i], generator)
-                tokens.append(sample_points(projected, coords) + self.pn_indicator.weight[polarity])
+            for polarity, (masks, index) in enumerate(prompts):
+                coords, owner = prompt_points(masks, self.max_spatial_len[i], generator, index)
+                points = sample_points(level, coords)
+                if prepared:
+                    points = points @ self.mask_sptial_embed[i]
+                tokens.append(points + self.pn_indicator.weight[polarity])
                 owners.append(owner)
             level_tokens.append(torch.cat(tokens))
             level_owners.append(torch.cat(owners))
@@ -186,8 +231,8 @@ class SeemDecoder(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(
         self,
-        multi_scale_features: Sequence[Tensor],
-        mask_features: Tensor,
+        features: Sequence[Tensor] | DecoderCache,
+        mask_features: Tensor | None = None,
         *,
         class_embeddings: Tensor | None = None,
         grounding_tokens: Tensor | None = None,
@@ -199,13 +244,25 @@ class SeemDecoder(nn.Module):
         query_sample_idx: Tensor | None = None,
         memory_idx_per_layer: Tensor | None = None,
         generator: torch.Generator | None = None,
+        object_queries: bool | None = None,
+        return_aux: bool | None = None,
     ) -> DecoderOutput:
         """Decode masks for the object queries and the given prompts.
 
+        Two paths give the same results (to float rounding):
+
+        * raw features (``features`` = the multi-scale maps, plus ``mask_features``): the
+          reference path, the official order of computation; every stage's masks are computed
+          at the ``mask_features`` resolution and resized for the next layer's attention mask.
+        * a :class:`DecoderCache` from :meth:`prepare_features` (``mask_features`` None): the fast
+          path for repeated decodes of one image; it reuses the cached key/value projections,
+          computes attention masks at the attention level's resolution and full-resolution
+          masks only where they are returned.
+
         Args:
-            multi_scale_features: three ``[B, C_in, h_l, w_l]`` pixel-decoder maps, strides
-                32, 16, 8 (layer ``i`` reads level ``i % 3``).
-            mask_features: ``[B, mask_dim, Hp/4, Wp/4]``.
+            features: three ``[B, C_in, h_l, w_l]`` pixel-decoder maps, strides 32, 16, 8
+                (layer ``i`` reads level ``i % 3``), or a :class:`DecoderCache`.
+            mask_features: ``[B, mask_dim, Hp/4, Wp/4]`` (raw features only).
             class_embeddings: ``[K, D]`` vocabulary text embeddings (background last) for
                 ``class_logits``; None skips the class logits.
             grounding_tokens: ``[T, D]`` (shared by the batch) or ``[B, T, D]`` text-token
@@ -224,25 +281,46 @@ class SeemDecoder(nn.Module):
             generator: CPU generator for the draws not given (in this order: point subsampling,
                 ``query_sample_idx``, ``memory_idx_per_layer``); default: a fresh generator
                 seeded with :data:`DEFAULT_SEED`.
+            object_queries: run the object queries (``masks``, ``captions``, ``class_logits``).
+                They never influence the prompt outputs. Default: always on the reference path;
+                on the fast path only for generic segmentation (no prompt, no grounding) or when
+                ``class_embeddings`` are given.
+            return_aux: also return the predictions of the earlier stages (``aux``, masks at the
+                ``mask_features`` resolution). Default: True on the reference path, False on
+                the fast path.
 
         Returns:
             :class:`DecoderOutput`; the spatial fields are set only with a visual prompt, the
-            grounding fields only with ``grounding_tokens``.
+            grounding fields only with ``grounding_tokens``, the object fields only with
+            ``object_queries``.
         """
         generator = _generator(generator)
-        levels = self._levels(multi_scale_features)
-        sizes = [tuple(x.shape[-2:]) for x in levels]
-        src = [x.flatten(2).transpose(1, 2) for x in levels]  # [B, HW, C]
-        pos = [self.pe_layer(x).flatten(2).transpose(1, 2) for x in multi_scale_features]
-        b = src[0].shape[0]
+        fast = isinstance(features, DecoderCache)
+        if fast:
+            if mask_features is not None:
+                raise ValueError("a DecoderCache already holds the mask features")
+            image = features
+            mask_features, sizes = image.mask_features, image.sizes
+        else:
+            if mask_features is None:
+                raise ValueError("mask_features are needed with raw multi-scale features")
+            levels = self._levels(features)
+            sizes = [tuple(x.shape[-2:]) for x in levels]
+            src = [x.flatten(2).transpose(1, 2) for x in levels]  # [B, HW, C]
+            pos = [self.pe_layer(x).flatten(2).transpose(1, 2) for x in features]
+        b = mask_features.shape[0]
+        has_prompt = pos_masks is not None or prompt_tokens is not None
+        if object_queries is None:
+            object_queries = not fast or class_embeddings is not None or not (has_prompt or grounding_tokens is not None)
+        if return_aux is None:
+            return_aux = not fast
 
         layout = AttentionLayout()
-        layout[QUERIES_OBJECT] = Group(
-            self.query_feat.weight[None].expand(b, -1, -1), self.query_embed.weight[None].expand(b, -1, -1)
-        )
-
+        initial = Group(self.query_feat.weight[None].expand(b, -1, -1), self.query_embed.weight[None].expand(b, -1, -1))
+        if object_queries:
+            layout[QUERIES_OBJECT] = initial
         if grounding_tokens is not None:
-            self._add_grounding(layout, grounding_tokens, grounding_padding, b)
+            self._add_grounding(layout, initial, grounding_tokens, grounding_padding, b)
 
         spatial = prompt_tokens
         if pos_masks is None and neg_masks is not None:
@@ -250,31 +328,54 @@ class SeemDecoder(nn.Module):
         if pos_masks is not None:
             if prompt_tokens is not None:
                 raise ValueError("give either pos_masks/neg_masks or prompt_tokens, not both")
-            spatial = self.encode_prompt(multi_scale_features, mask_features, pos_masks, neg_masks, generator)
+            spatial = self.encode_prompt(features, None if fast else mask_features, pos_masks, neg_masks, generator)
         memory_owners: Tensor | None = None
         if spatial is not None:
             if b != 1:
                 raise ValueError("visual prompts need features of a single image (batch size 1)")
             spatial = spatial.to(mask_features.device)
-            self._add_spatial_queries(layout, spatial.num_objects, query_sample_idx, generator)
+            self._add_spatial_queries(layout, initial, spatial.num_objects, query_sample_idx, generator)
             if prev_mask is not None:
                 memory_owners = self._add_memories(layout, prev_mask, spatial.num_objects, memory_idx_per_layer, generator)
         elif prev_mask is not None:
             raise ValueError("prev_mask needs a visual prompt")
+        if not layout.present(_PREDICTING_GROUPS):
+            raise ValueError("nothing to decode: object_queries=False needs a visual prompt or grounding tokens")
 
+        def predict(stage: int) -> tuple[DecoderPredictions, dict[str, Tensor]]:
+            """Heads after ``stage`` layers; attention masks for the level of layer ``stage``."""
+            last = stage == self.num_layers
+            level = stage % self.num_feature_levels
+            if not fast:
+                return self._predict(layout, mask_features, class_embeddings, attn_size=sizes[level])
+            return self._predict(
+                layout,
+                mask_features if (last or return_aux) else None,
+                class_embeddings,
+                attn_size=None if last else sizes[level],
+                attn_features=None if last else image.level_mask_features[level],
+            )
+
+        memory_masks: dict[int, Tensor] = {}  # per level, [1, n, h*w] previous-mask attention masks
         stages = []
-        prediction, attn_masks = self._predict(layout, mask_features, class_embeddings, sizes[0])
+        prediction, attn_masks = predict(0)
         stages.append(prediction)
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
             names = layout.present(CROSS_ATTENTION_ORDER)
             if memory_owners is not None:
                 layout[MEMORIES_SPATIAL].owner = memory_owners[i][None]
-                attn_masks[MEMORIES_SPATIAL] = _memory_attention_mask(prev_mask, memory_owners[i], sizes[level])
+                if level not in memory_masks:
+                    memory_masks[level] = _previous_mask_attention(prev_mask, sizes[level])
+                attn_masks[MEMORIES_SPATIAL] = memory_masks[level][:, memory_owners[i]]
             mask = torch.cat([attn_masks[n] for n in names], dim=1)
             mask = mask & ~mask.all(dim=-1, keepdim=True)  # a row with nothing visible sees everything
             x, x_pos = layout.gather(names)
-            x = self.transformer_cross_attention_layers[i](x, x_pos, src[level], pos[level], mask)
+            layer = self.transformer_cross_attention_layers[i]
+            if fast:
+                x = layer.forward_projected(x, x_pos, image.keys[i], image.values[i], mask)
+            else:
+                x = layer(x, x_pos, src[level], pos[level], mask)
             layout.scatter(x, names)
 
             if spatial is not None:
@@ -282,16 +383,21 @@ class SeemDecoder(nn.Module):
                 layout[TOKENS_SPATIAL] = Group(tokens, tokens, owner=spatial.level_owners[level][None])
             names = layout.present(SELF_ATTENTION_ORDER)
             x, x_pos = layout.gather(names)
-            x = self.transformer_self_attention_layers[i](x, x_pos, layout.self_attention_mask(names))
+            updated, rows = names, None
+            if fast and spatial is not None:
+                # the spatial tokens are replaced by fresh prompt tokens in the next layer: only
+                # the other entries need self-attention/FFN outputs (the tokens are still read)
+                updated = [n for n in names if n != TOKENS_SPATIAL]
+                rows = layout.rows(names, updated)
+            x = self.transformer_self_attention_layers[i](x, x_pos, layout.self_attention_mask(names), rows)
             x = self.transformer_ffn_layers[i](x)
-            layout.scatter(x, names)
+            layout.scatter(x, updated)
 
-            next_size = sizes[(i + 1) % self.num_feature_levels]
-            prediction, attn_masks = self._predict(layout, mask_features, class_embeddings, next_size)
+            prediction, attn_masks = predict(i + 1)
             stages.append(prediction)
 
         output = DecoderOutput(**{f.name: getattr(stages[-1], f.name) for f in fields(DecoderPredictions)})
-        output.aux = stages[:-1]
+        output.aux = stages[:-1] if return_aux else []
         if spatial is not None:
             output.pos_embeds = spatial.pos_embeds[None]
             output.neg_embeds = spatial.neg_embeds[None]
@@ -299,29 +405,29 @@ class SeemDecoder(nn.Module):
         return output
 
     # ------------------------------------------------------------------ helpers
-    def _add_grounding(self, layout: AttentionLayout, tokens: Tensor, padding: Tensor | None, b: int) -> None:
-        """Grounding queries (a copy of the object queries) and the text tokens they read."""
+    def _add_grounding(
+        self, layout: AttentionLayout, initial: Group, tokens: Tensor, padding: Tensor | None, b: int
+    ) -> None:
+        """Grounding queries (a copy of the initial object queries) and the text tokens they read."""
         if tokens.ndim == 2:
             tokens = tokens[None].expand(b, -1, -1)
         if padding is not None and padding.ndim == 1:
             padding = padding[None].expand(b, -1)
-        objects = layout[QUERIES_OBJECT]
-        layout[QUERIES_GROUNDING] = Group(objects.output, objects.pos)
+        layout[QUERIES_GROUNDING] = Group(initial.output, initial.pos)
         layout[TOKENS_GROUNDING] = Group(tokens, tokens, padding=padding)
 
     def _add_spatial_queries(
-        self, layout: AttentionLayout, n: int, sample_idx: Tensor | None, generator: torch.Generator
+        self, layout: AttentionLayout, initial: Group, n: int, sample_idx: Tensor | None, generator: torch.Generator
     ) -> None:
-        """``QUERY_NUMBER`` copies of (randomly chosen) object queries per prompted object."""
+        """``QUERY_NUMBER`` copies of (randomly chosen) initial object queries per prompted object."""
         count = self.queries_per_object * n
         if sample_idx is None:
             sample_idx = torch.randint(0, self.num_queries, (count,), generator=generator)
         if sample_idx.shape != (count,):
             raise ValueError(f"query_sample_idx must have shape ({count},), got {tuple(sample_idx.shape)}")
-        objects = layout[QUERIES_OBJECT]
-        sample_idx = sample_idx.to(objects.output.device)
+        sample_idx = sample_idx.to(initial.output.device)
         owner = torch.arange(n, device=sample_idx.device).repeat_interleave(self.queries_per_object)
-        layout[QUERIES_SPATIAL] = Group(objects.output[:, sample_idx], objects.pos[:, sample_idx], owner=owner[None])
+        layout[QUERIES_SPATIAL] = Group(initial.output[:, sample_idx], initial.pos[:, sample_idx], owner=owner[None])
 
     def _add_memories(
         self,
@@ -345,11 +451,22 @@ class SeemDecoder(nn.Module):
     def _predict(
         self,
         layout: AttentionLayout,
-        mask_features: Tensor,
+        mask_features: Tensor | None,
         class_embeddings: Tensor | None,
-        attn_size: tuple[int, int],
+        attn_size: tuple[int, int] | None,
+        attn_features: Tensor | None = None,
     ) -> tuple[DecoderPredictions, dict[str, Tensor]]:
         """Prediction heads on every query group; also the next cross-attention masks.
+
+        Args:
+            layout: the decoder state.
+            mask_features: ``[B, mask_dim, H4, W4]``; None: attention masks only (the returned
+                predictions are empty).
+            class_embeddings: ``[K, D]`` or None (no class logits).
+            attn_size: ``(h, w)`` of the next attention level; None: no attention masks.
+            attn_features: ``[B, mask_dim, h, w]`` mask features at ``attn_size``: attention
+                masks are computed there (fast path). None: they are the full-resolution masks
+                bilinearly resized (reference path; needs ``mask_features``).
 
         Returns the stage predictions and, per query group, ``[B, N, h*w]`` bool masks at
         ``attn_size`` (True where the predicted mask is below 0.5: not attended).
@@ -358,17 +475,22 @@ class SeemDecoder(nn.Module):
         attn_masks = {}
         for name in layout.present(_PREDICTING_GROUPS):
             x = self.decoder_norm(layout[name].output)
-            caption = x @ self.class_embed
             mask_embed = self.mask_embed(x)
-            masks = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
-            small = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
-            attn_masks[name] = (small.sigmoid() < 0.5).flatten(2).detach()
-            heads[name] = (caption, mask_embed, masks)
+            masks = None if mask_features is None else torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+            if attn_size is not None:
+                if attn_features is not None:
+                    small = torch.einsum("bqc,bchw->bqhw", mask_embed, attn_features)
+                else:
+                    small = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
+                attn_masks[name] = (small.sigmoid() < 0.5).flatten(2).detach()
+            if masks is not None:
+                heads[name] = (x @ self.class_embed, mask_embed, masks)
 
-        caption, _, masks = heads[QUERIES_OBJECT]
-        prediction = DecoderPredictions(masks=masks, captions=caption)
-        if class_embeddings is not None:
-            prediction.class_logits = self._class_logits(caption, class_embeddings)
+        prediction = DecoderPredictions()
+        if QUERIES_OBJECT in heads:
+            prediction.captions, _, prediction.masks = heads[QUERIES_OBJECT]
+            if class_embeddings is not None:
+                prediction.class_logits = self._class_logits(prediction.captions, class_embeddings)
         if QUERIES_GROUNDING in heads:
             prediction.grounding_captions, _, prediction.grounding_masks = heads[QUERIES_GROUNDING]
         if QUERIES_SPATIAL in heads:
@@ -396,11 +518,10 @@ class SeemDecoder(nn.Module):
         return index, selected
 
 
-def _memory_attention_mask(prev_mask: Tensor, owners: Tensor, size: tuple[int, int]) -> Tensor:
-    """Memory tokens attend where the previous mask of their object is >= 0.5: ``[1, M, h*w]``."""
+def _previous_mask_attention(prev_mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """Where memory tokens may not attend: the previous mask of the object < 0.5, ``[1, n, h*w]``."""
     small = F.interpolate(prev_mask, size=size, mode="bilinear", align_corners=False)
-    blocked = (small.sigmoid() < 0.5).flatten(2)  # [1, n, h*w]
-    return blocked[:, owners]
+    return (small.sigmoid() < 0.5).flatten(2)
 
 
 def _generator(generator: torch.Generator | None) -> torch.Generator:

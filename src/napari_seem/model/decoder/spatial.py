@@ -46,7 +46,9 @@ class SpatialPromptTokens:
         )
 
 
-def prompt_points(masks: Tensor, max_points: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def prompt_points(
+    masks: Tensor, max_points: int, generator: torch.Generator, index: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Points of a multi-object prompt mask.
 
     All nonzero pixels are used, in row-major order per object. With more than ``max_points``
@@ -57,11 +59,13 @@ def prompt_points(masks: Tensor, max_points: int, generator: torch.Generator) ->
         masks: ``[n, Hp, Wp]`` bool.
         max_points: maximum number of points returned.
         generator: CPU generator for the subsampling draw (used only when subsampling).
+        index: ``masks.nonzero()`` if already computed (a prompt is read at several levels).
 
     Returns:
         ``coords [P, 2]`` float ``(y / Hp, x / Wp)`` and ``owner [P]`` int64 object indices.
     """
-    index = masks.nonzero()  # [N, 3] (object, y, x)
+    if index is None:
+        index = masks.nonzero()  # [N, 3] (object, y, x)
     if len(index) > max_points:
         owner = index[:, 0].cpu()
         counts = torch.bincount(owner)
