@@ -42,7 +42,7 @@ def seem_widget(viewer):
     return None
 
 
-def seem_segmenter(viewer=None, name_or_path: str = "seem_focalt_v1", device: str = "auto"):
+def seem_segmenter(viewer=None, name_or_path: str = "auto", device: str = "auto"):
     """The segmenter of the viewer's SEEM widget, else a new one loaded from ``name_or_path``
     (this call blocks; in the GUI prefer the widget's *Load model*)."""
     widget = seem_widget(viewer) if viewer is not None else None

@@ -43,9 +43,10 @@ PROGRESS_INTERVAL_MS = 250
 
 
 def _presets() -> list[str]:
-    from ..model.config import preset_names
+    """``auto`` first (official Focal-T when on this machine, else the shipped model), then all."""
+    from ..model import available_models
 
-    return preset_names()
+    return ["auto", *available_models()]
 
 
 @dataclass

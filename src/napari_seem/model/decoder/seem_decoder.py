@@ -311,7 +311,8 @@ class SeemDecoder(nn.Module):
         b = mask_features.shape[0]
         has_prompt = pos_masks is not None or prompt_tokens is not None
         if object_queries is None:
-            object_queries = not fast or class_embeddings is not None or not (has_prompt or grounding_tokens is not None)
+            generic = not has_prompt and grounding_tokens is None
+            object_queries = not fast or generic or class_embeddings is not None
         if return_aux is None:
             return_aux = not fast
 
@@ -336,7 +337,9 @@ class SeemDecoder(nn.Module):
             spatial = spatial.to(mask_features.device)
             self._add_spatial_queries(layout, initial, spatial.num_objects, query_sample_idx, generator)
             if prev_mask is not None:
-                memory_owners = self._add_memories(layout, prev_mask, spatial.num_objects, memory_idx_per_layer, generator)
+                memory_owners = self._add_memories(
+                    layout, prev_mask, spatial.num_objects, memory_idx_per_layer, generator
+                )
         elif prev_mask is not None:
             raise ValueError("prev_mask needs a visual prompt")
         if not layout.present(_PREDICTING_GROUPS):
