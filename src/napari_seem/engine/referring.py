@@ -61,14 +61,11 @@ def find_similar(
     pos, neg = segmenter._padded_masks(reference, [ObjectPrompt(mask=np.asarray(reference_mask, bool))])
     predictor = segmenter.model.predictor
     with segmenter._lock, inference_context(segmenter.device, segmenter.precision):
-        ref_feats = reference.features
-        tokens = predictor.encode_prompt(ref_feats.multi_scale_features, ref_feats.mask_features, pos, neg,
-                                         generator=segmenter._generator())
-        ref_out = predictor(ref_feats.multi_scale_features, ref_feats.mask_features, prompt_tokens=tokens,
-                            generator=segmenter._generator())
+        ref_prepared = segmenter.model.prepare_decoder(reference.features)
+        tokens = predictor.encode_prompt(ref_prepared, pos_masks=pos, neg_masks=neg, generator=segmenter._generator())
+        ref_out = predictor(ref_prepared, prompt_tokens=tokens, generator=segmenter._generator())
         ref_embedding = ref_out.spatial_captions[0, ref_out.selected_index[0]].float()  # [1, D]
-        feats = target.features
-        out = predictor(feats.multi_scale_features, feats.mask_features, prompt_tokens=tokens,
+        out = predictor(segmenter.model.prepare_decoder(target.features), prompt_tokens=tokens,
                         class_embeddings=segmenter._class_embeddings(), generator=segmenter._generator())
         candidates = torch.cat([out.selected_masks[0], out.masks[0]]).float()
         embeddings = torch.cat([out.spatial_captions[0, out.selected_index[0]], out.captions[0]]).float()

@@ -164,6 +164,9 @@ class Segmenter:
         if features is None:
             with inference_context(self.device, self.precision):
                 features = self.model.encode_image(prepared.rgb.to(self.device))
+                # the decoder's per-image work (key/value projections, resized mask features):
+                # done once here so that every prompt only runs the query side
+                self.model.prepare_decoder(features)
             self.cache.put(key, features)
         return _ImageState(prepared, features, key)
 
@@ -283,11 +286,11 @@ class Segmenter:
             kwargs["grounding_tokens"] = self.model.lang_encoder.encode_text([text]).real_tokens
         if draws:
             kwargs.update({k: v for k, v in draws.items() if v is not None and v.numel()})
-        feats = state.features
         with inference_context(self.device, self.precision):
+            # no class_embeddings: the object queries do not influence prompted objects, and the
+            # fast path then skips them; the prompted objects are named from their own embeddings
             out = self.model.predictor(
-                feats.multi_scale_features, feats.mask_features,
-                class_embeddings=self._class_embeddings(), pos_masks=pos, neg_masks=neg,
+                self.model.prepare_decoder(state.features), pos_masks=pos, neg_masks=neg,
                 prev_mask=memory, generator=self._generator(), **kwargs,
             )
             logits = out.selected_masks[0].float()
@@ -337,9 +340,7 @@ class Segmenter:
         lang = self.model.lang_encoder
         with self._lock, inference_context(self.device, self.precision):
             emb = lang.encode_text([text])
-            feats = state.features
-            out = self.model.predictor(feats.multi_scale_features, feats.mask_features,
-                                       class_embeddings=self._class_embeddings(), grounding_tokens=emb.real_tokens)
+            out = self.model.predictor(self.model.prepare_decoder(state.features), grounding_tokens=emb.real_tokens)
             sim = lang.grounding_similarity(out.grounding_captions[0], emb.class_emb)[:, 0]
             best = int(sim.argmax())
             logits = out.grounding_masks[0, best:best + 1].float()
@@ -371,8 +372,7 @@ class Segmenter:
         vocab = vocab or self._vocabulary
         model = self.model
         with self._lock, inference_context(self.device, self.precision):
-            feats = state.features
-            out = model.predictor(feats.multi_scale_features, feats.mask_features,
+            out = model.predictor(model.prepare_decoder(state.features),
                                   class_embeddings=self._class_embeddings(vocab))
             cls_logits = out.class_logits[0].float()
             grid = self._to_model_grid(state, out.masks[0].float())
