@@ -166,3 +166,21 @@ def test_segment_everything_and_text_search(tiny_segmenter, cells):
     assert all(n == "mitochondrion" for n in found.class_names) or len(found) == 1
     single = tiny_segmenter.predict(text="nucleus", all_instances=False)
     assert len(single) == 1 and single.class_names == ["nucleus"]
+
+
+def test_features_persist_on_disk_between_sessions(tiny_model, tmp_path, cells, monkeypatch):
+    first = Segmenter(tiny_model, device="cpu", short_side=64, feature_dir=tmp_path)
+    first.set_image(cells)
+    expected = first.predict(ObjectPrompt(points=[(30, 40)]))
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    second = Segmenter(tiny_model, device="cpu", short_side=64, feature_dir=tmp_path)  # a new session
+    calls = []
+    original = tiny_model.encode_image
+    monkeypatch.setattr(tiny_model, "encode_image", lambda *a, **k: calls.append(1) or original(*a, **k))
+    second.set_image(cells)
+    assert calls == [], "features must come from disk"
+    np.testing.assert_allclose(second.predict(ObjectPrompt(points=[(30, 40)])).memory, expected.memory, atol=1e-6)
+    next(tmp_path.glob("*.pt")).write_bytes(b"garbage")
+    third = Segmenter(tiny_model, device="cpu", short_side=64, feature_dir=tmp_path)
+    third.set_image(cells)
+    assert calls == [1], "an unreadable cache file is re-encoded"

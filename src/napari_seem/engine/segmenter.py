@@ -28,7 +28,7 @@ from ..model import SEEM, from_pretrained
 from ..model.postprocess import panoptic_inference
 from ..model.seem import ImageFeatures
 from .device import inference_context, resolve_device
-from .feature_cache import FeatureCache, image_signature
+from .feature_cache import FeatureCache, image_signature, model_fingerprint
 from .image import DEFAULT_MAX_SIDE, DEFAULT_SHORT_SIDE, Normalize, PreparedImage, logits_to_original, prepare_image
 from .prompts import ObjectPrompt, stack_prompts
 from .result import Segmentation
@@ -62,6 +62,8 @@ class Segmenter:
             as bare names. ``"auto"``: templates on a GPU, or on a CPU for vocabularies of at most
             25 names; the 133 COCO names as bare names on a CPU (templates there take minutes the
             first time).
+        feature_dir: folder where encoded images are also kept on disk, keyed by image content,
+            preprocessing and model weights, so re-opening a dataset does not re-encode it.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class Segmenter:
         seed: int = 0,
         text_cache_dir: str | Path | None = "default",
         templates: bool | str = "auto",
+        feature_dir: str | Path | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = precision
@@ -90,7 +93,8 @@ class Segmenter:
         if templates not in (True, False, "auto"):
             raise ValueError(f"templates must be True, False or 'auto', got {templates!r}")
         self.templates = templates
-        self.cache = FeatureCache(cache_bytes)
+        self.cache = FeatureCache(cache_bytes, disk_dir=feature_dir)
+        self._model_key = model_fingerprint(model) if feature_dir is not None else str(id(model))
         self._vocabulary = Vocabulary.coco()
         if vocabulary is not None:
             self.set_vocabulary(vocabulary)
@@ -159,15 +163,18 @@ class Segmenter:
     def _encode(self, image: np.ndarray, normalize: Normalize, channel: int | None) -> _ImageState:
         prepared = prepare_image(image, normalize=normalize, channel=channel,
                                  short_side=self.short_side, max_side=self.max_side)
-        key = image_signature(np.asarray(image), str(normalize), channel, self.short_side, self.max_side, id(self.model))
+        key = image_signature(np.asarray(image), str(normalize), channel, self.short_side, self.max_side, self._model_key)
         features = self.cache.get(key)
-        if features is None:
-            with inference_context(self.device, self.precision):
+        with inference_context(self.device, self.precision):
+            if features is None:
                 features = self.model.encode_image(prepared.rgb.to(self.device))
-                # the decoder's per-image work (key/value projections, resized mask features):
-                # done once here so that every prompt only runs the query side
-                self.model.prepare_decoder(features)
-            self.cache.put(key, features)
+                self.cache.put(key, features)
+            elif features.mask_features.device.type != self.device.type:  # read back from disk
+                features = features.to(self.device)
+                self.cache.put(key, features)
+            # the decoder's per-image work (key/value projections, resized mask features): done
+            # once per image (kept with the features) so that every prompt only runs the query side
+            self.model.prepare_decoder(features)
         return _ImageState(prepared, features, key)
 
     @property
