@@ -16,6 +16,7 @@ call gives the same result, independent of the global RNG.
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -121,11 +122,19 @@ class Segmenter:
 
         name = default_model_name() if str(name_or_path) == AUTO else name_or_path
         model = from_pretrained(name, config=config, device="cpu")
-        if "vocabulary" not in kwargs:
-            from ..weights import SHIPPED_VOCABULARIES
+        from ..weights import SHIPPED_VOCABULARIES
 
-            if str(name) in SHIPPED_VOCABULARIES:
-                kwargs["vocabulary"] = list(SHIPPED_VOCABULARIES[str(name)])
+        if str(name) in SHIPPED_VOCABULARIES:
+            # trained on 128-256 px synthetic images: use images at their own size, and its classes
+            kwargs.setdefault("vocabulary", list(SHIPPED_VOCABULARIES[str(name)]))
+            kwargs.setdefault("short_side", None)
+            if str(name_or_path) == AUTO:
+                warnings.warn(
+                    f"no official SEEM checkpoint on this machine: using the shipped preview model {name!r}, "
+                    "trained on synthetic images only and below the project's quality targets "
+                    "(see napari_seem/weights/MODEL_CARD.md); install seem_focalt_v1 for real work",
+                    stacklevel=2,
+                )
         segmenter = cls(model, device=device, **kwargs)
         segmenter.model_name = str(name)
         return segmenter

@@ -1,0 +1,91 @@
+"""``python -m napari_seem.train``: train the shipped tiny SEEM, or fine-tune a checkpoint on user data.
+
+Examples::
+
+    python -m napari_seem.train --out runs/tiny                      # reproduce seem_tiny_synthetic
+    python -m napari_seem.train --fine-tune seem_tiny_synthetic --data my_folder --steps 500 \\
+        --classes nucleus --out runs/mine
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import yaml
+
+from ..model import build_seem, load_config, load_into, read_state_dict
+from ..model.checkpoint import guess_preset
+from ..model.config import PRESETS
+from ..model.pretrained import resolve_checkpoint
+from ..weights import SHIPPED_MODELS, shipped_model_path
+from .data import VOCABULARY, FolderDataset
+from .loop import TrainConfig, export, new_model, train
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "weights" / "seem_tiny_synthetic.yaml"
+
+
+def _load_checkpoint(name_or_path: str, config: str | None):
+    """A model with the weights of a shipped name, an official preset name or a checkpoint file."""
+    if name_or_path in SHIPPED_MODELS:
+        weights, shipped_config = shipped_model_path(name_or_path)
+        model = build_seem(config or shipped_config)
+        state = read_state_dict(weights)
+    else:
+        path = resolve_checkpoint(name_or_path)
+        state = read_state_dict(path)
+        if config is None:
+            config = name_or_path if name_or_path in PRESETS else guess_preset(state)
+        if config is None:
+            raise SystemExit(f"cannot tell the architecture of {path}; pass --config")
+        model = build_seem(config)
+    load_into(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    return model, config
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m napari_seem.train", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="runs/seem_tiny_synthetic", help="output folder (checkpoints, weights, config)")
+    p.add_argument("--config", default=None, help="model config (preset name or YAML); default: the tiny config")
+    p.add_argument("--fine-tune", dest="fine_tune", default=None, metavar="CHECKPOINT",
+                   help="start from these weights: a shipped model name, an official preset or a checkpoint file")
+    p.add_argument("--data", default=None, metavar="FOLDER", help="user data: FOLDER/images + FOLDER/labels")
+    p.add_argument("--classes", nargs="+", default=list(VOCABULARY), help="class names (vocabulary)")
+    p.add_argument("--class-name", default=None, help="class of every object of --data without classes.csv")
+    p.add_argument("--steps", type=int, default=TrainConfig.steps)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 4e-4, fine-tuning 1e-4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=TrainConfig.threads)
+    p.add_argument("--image-sizes", type=int, nargs="+", default=list(TrainConfig.image_sizes),
+                   help="synthetic image sizes in pixels (one drawn per step)")
+    p.add_argument("--crop", type=int, default=256, help="crop size of user images")
+    p.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
+    p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint.pt in --out")
+    args = p.parse_args(argv)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.fine_tune:
+        model, config = _load_checkpoint(args.fine_tune, args.config)
+        lr = args.lr or 1e-4
+    else:
+        config = args.config or str(DEFAULT_CONFIG)
+        model = new_model(config, args.seed)
+        lr = args.lr or TrainConfig.lr
+    cfg = TrainConfig(steps=args.steps, lr=lr, seed=args.seed, threads=args.threads,
+                      checkpoint_every=args.checkpoint_every, vocabulary=tuple(args.classes),
+                      image_sizes=tuple(args.image_sizes),
+                      warmup=min(TrainConfig.warmup, max(1, args.steps // 10)))
+    data = FolderDataset(args.data, args.classes, args.class_name, crop=args.crop) if args.data else None
+    train(model, cfg, out, data=data, resume=not args.no_resume)
+    weights = export(model, out / "model.safetensors")
+    config_out = out / "config.yaml"
+    if isinstance(config, (str, Path)) and Path(config).is_file():
+        shutil.copyfile(config, config_out)
+    else:
+        config_out.write_text(yaml.safe_dump(load_config(config)))
+    print(f"weights: {weights}\nconfig: {config_out}")
+
+
+if __name__ == "__main__":
+    main()

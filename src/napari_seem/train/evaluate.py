@@ -1,0 +1,168 @@
+"""Quality of a model on held-out synthetic data, measured through the engine (what users run).
+
+Protocol (all images 256 x 256, seeds below :data:`~napari_seem.train.data.TRAIN_SEED_OFFSET`, so
+never seen in training):
+
+* ``click``: one positive click at the centre of an object's visible part (``object_centre`` of
+  ``instances``: for a nucleated cell a point of its cytoplasm); IoU with the whole object.
+* ``noc85``: clicks until IoU >= 0.85 (max 20), each new click at the largest error region.
+* ``text``: ``predict(text="nucleus")``; Hungarian matching of the masks to the true nuclei;
+  mean IoU over the true nuclei (a missed nucleus counts 0).
+* ``automatic``: ``segment_everything()``; objects matched to visible true instances at IoU >= 0.5;
+  share of matched objects with the right class name.
+* ``propagation``: per time-lapse (20 frames), a click on the largest nucleus and on the largest
+  cell present in all frames, propagated forward; mean IoU over frames 1..19 (a lost object counts
+  0); identity kept when the object keeps its id with IoU >= 0.5 on every frame.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from ..engine import ObjectPrompt, Segmenter
+from ..synthetic import make_image, make_sequence, object_centre
+from .clicks import next_click
+from .data import VOCABULARY
+
+EVAL_SEED = 5000
+
+
+@dataclass
+class QualityReport:
+    """Measured quality (see the module docstring for the protocol)."""
+
+    click_iou: dict[str, float] = field(default_factory=dict)
+    noc85: float = float("nan")
+    text_nucleus_iou: float = float("nan")
+    text_nucleus_recall50: float = float("nan")
+    automatic_class_accuracy: float = float("nan")
+    automatic_matched: int = 0
+    propagation_iou: float = float("nan")
+    propagation_identity: float = float("nan")
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def iou_matrix(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """``[P, G]`` IoUs of bool mask stacks ``[P, H, W]`` and ``[G, H, W]``."""
+    p = pred.reshape(len(pred), -1).astype(np.float32)
+    g = gt.reshape(len(gt), -1).astype(np.float32)
+    inter = p @ g.T
+    union = p.sum(1)[:, None] + g.sum(1)[None] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+def _targets(s, min_area: int):
+    maps = {"nucleus": s.nuclei, "cell": s.cells, "vesicle": s.vesicles}
+    for o in s.objects:
+        visible = s.instances == o["id"]
+        if o["class"] in ("nucleus", "cell") and visible.sum() >= min_area:
+            yield o, maps[o["class"]] == o["id"], visible
+
+
+def make_segmenter(model, **kwargs) -> Segmenter:
+    """The engine as the shipped model is meant to run: native resolution, its own vocabulary."""
+    kwargs.setdefault("vocabulary", list(VOCABULARY))
+    return Segmenter(model, device="cpu", short_side=None, text_cache_dir=None, **kwargs)
+
+
+def evaluate(model, n_images: int = 6, n_sequences: int = 2, max_clicks: int = 20, noc_objects: int = 4,
+             min_area: int = 60, seed: int = EVAL_SEED) -> QualityReport:
+    """Measure every acceptance metric on held-out synthetic data."""
+    seg = make_segmenter(model)
+    report = QualityReport()
+    clicks: dict[str, list[float]] = {"nucleus": [], "cell": []}
+    nocs, text_ious, recalls, correct, matched = [], [], [], 0, 0
+    for i in range(n_images):
+        s = make_image((256, 256), seed=seed + i)
+        seg.set_image(s.image)
+        for j, (obj, full, visible) in enumerate(_targets(s, min_area)):
+            point = object_centre(s.instances, obj["id"])
+            result = seg.predict(ObjectPrompt(points=[point]))
+            clicks[obj["class"]].append(iou(result.masks[0], full))
+            if j < noc_objects:
+                nocs.append(_noc(seg, full, point, result, max_clicks))
+        nuclei = np.stack([s.nuclei == o["id"] for o in s.objects if o["class"] == "nucleus"])
+        text = seg.predict(text="nucleus")
+        ious = iou_matrix(text.masks, nuclei) if len(text) else np.zeros((0, len(nuclei)))
+        rows, cols = linear_sum_assignment(-ious) if len(text) else ([], [])
+        per_nucleus = np.zeros(len(nuclei))
+        per_nucleus[cols] = ious[rows, cols]
+        text_ious.extend(per_nucleus.tolist())
+        recalls.extend((per_nucleus >= 0.5).tolist())
+        auto = seg.segment_everything()
+        ids = [o["id"] for o in s.objects]
+        gt = np.stack([s.instances == k for k in ids])
+        gt_names = [o["class"] for o in s.objects]
+        if len(auto):
+            m = iou_matrix(auto.masks, gt)
+            rows, cols = linear_sum_assignment(-m)
+            for r, c in zip(rows, cols):
+                if m[r, c] >= 0.5:
+                    matched += 1
+                    correct += auto.class_names[r] == gt_names[c]
+    report.click_iou = {k: float(np.mean(v)) for k, v in clicks.items()}
+    report.noc85 = float(np.mean(nocs))
+    report.text_nucleus_iou = float(np.mean(text_ious))
+    report.text_nucleus_recall50 = float(np.mean(recalls))
+    report.automatic_matched = matched
+    report.automatic_class_accuracy = correct / matched if matched else 0.0
+    prop_ious, identity = [], []
+    for i in range(n_sequences):
+        for class_name in ("nucleus", "cell"):
+            ious, kept = _propagation(seg, seed + 1000 + i, class_name)
+            if ious:
+                prop_ious.extend(ious)
+                identity.append(kept)
+    report.propagation_iou = float(np.mean(prop_ious))
+    report.propagation_identity = float(np.mean(identity))
+    report.counts = {"click_nucleus": len(clicks["nucleus"]), "click_cell": len(clicks["cell"]),
+                     "noc": len(nocs), "text_nuclei": len(text_ious), "sequences": n_sequences}
+    return report
+
+
+def _noc(seg: Segmenter, full: np.ndarray, point, result, max_clicks: int) -> int:
+    points, labels = [point], [1]
+    for n in range(1, max_clicks + 1):
+        if iou(result.masks[0], full) >= 0.85:
+            return n
+        click = next_click(result.masks[0], full)
+        if click is None or n == max_clicks:
+            break
+        points.append(click[0])
+        labels.append(click[1])
+        result = seg.predict(ObjectPrompt(points=points, point_labels=labels), previous=result)
+    return max_clicks
+
+
+def _propagation(seg: Segmenter, seed: int, class_name: str) -> tuple[list[float], bool]:
+    """Propagate a click on the largest object of ``class_name`` present in all 20 frames.
+
+    Returns the IoUs of frames 1..19 (0 where the object was lost) and whether its identity was
+    kept (the same id with IoU >= 0.5 on every frame).
+    """
+    seq = make_sequence(20, (256, 256), seed=seed, axis="t")
+    maps = seq.nuclei if class_name == "nucleus" else seq.cells
+    tracks = [t for t in seq.tracks if t["n_frames"] == 20 and t["class"] == class_name]
+    if not tracks:
+        return [], True
+    obj_id = max(tracks, key=lambda t: (maps[0] == t["id"]).sum())["id"]
+    seg.set_image(seq.image[0])
+    first = seg.predict(ObjectPrompt(points=[object_centre(seq.instances[0], obj_id)]))
+    first.object_ids = np.array([obj_id])
+    ious = []
+    for frame, result in seg.propagate(seq.image, 0, first):
+        if frame > 0:
+            same = len(result) and result.object_ids[0] == obj_id
+            ious.append(iou(result.masks[0], maps[frame] == obj_id) if same else 0.0)
+    ious += [0.0] * (19 - len(ious))
+    return ious, min(ious) >= 0.5

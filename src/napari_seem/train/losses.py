@@ -1,0 +1,98 @@
+"""SEEM's training objectives: sigmoid BCE + dice mask losses, Hungarian matching, class CE.
+
+Mask losses are computed on full masks at the image resolution (predicted logits, at a quarter
+of the padded image, are upsampled bilinearly); matching costs at the logits' resolution.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+
+def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean dice loss of ``[N, P]`` logits against ``[N, P]`` 0/1 targets (``1 - (2ab+1)/(a+b+1)``)."""
+    probs = logits.sigmoid()
+    num = 2 * (probs * targets).sum(-1) + 1
+    den = probs.sum(-1) + targets.sum(-1) + 1
+    return (1 - num / den).mean()
+
+
+def bce_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean sigmoid cross-entropy of ``[N, P]`` logits against ``[N, P]`` targets."""
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1).mean()
+
+
+def mask_costs(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Pairwise BCE and dice costs ``[Q, T]`` of ``[Q, P]`` logits against ``[T, P]`` soft targets."""
+    p = logits.shape[-1]
+    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    bce = (pos @ targets.t() + neg @ (1 - targets).t()) / p
+    probs = logits.sigmoid()
+    dice = 1 - (2 * probs @ targets.t() + 1) / (probs.sum(-1)[:, None] + targets.sum(-1)[None] + 1)
+    return bce, dice
+
+
+def hungarian(cost: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum-cost one-to-one assignment of a ``[Q, T]`` cost matrix: (query idx, target idx)."""
+    rows, cols = linear_sum_assignment(cost.detach().float().cpu().numpy())
+    return rows, cols
+
+
+def upsample(logits: Tensor, size: tuple[int, int]) -> Tensor:
+    """``[N, h, w]`` logits -> ``[N, H, W]`` (bilinear), then cropped to ``size`` (drops padding)."""
+    full = (logits.shape[-2] * 4, logits.shape[-1] * 4)
+    up = F.interpolate(logits[None], size=full, mode="bilinear", align_corners=False)[0]
+    return up[:, : size[0], : size[1]]
+
+
+def full_mask_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """BCE and dice of ``[N, h, w]`` quarter-resolution logits against ``[N, H, W]`` bool masks."""
+    if logits.shape[0] == 0:
+        zero = logits.sum() * 0
+        return zero, zero
+    up = upsample(logits, tuple(targets.shape[-2:])).flatten(1)
+    t = targets.flatten(1).to(up.dtype)
+    return bce_loss(up, t), dice_loss(up, t)
+
+
+def downsample_targets(masks: Tensor, size: tuple[int, int]) -> Tensor:
+    """``[T, H, W]`` bool masks -> ``[T, h*w]`` area fractions at the logits' grid ``size``
+    (the masks are zero-padded to ``4 * size`` first, as the image is)."""
+    h, w = size
+    padded = F.pad(masks.float(), (0, 4 * w - masks.shape[-1], 0, 4 * h - masks.shape[-2]))
+    return F.avg_pool2d(padded[None], 4)[0].flatten(1)
+
+
+def match_queries(
+    mask_logits: Tensor, class_logits: Tensor | None, small_targets: Tensor, target_classes: Tensor,
+    class_weight: float, mask_weight: float, dice_weight: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hungarian matching of ``Q`` queries to ``T`` targets (SEEM's matcher).
+
+    Args:
+        mask_logits: ``[Q, h, w]``.
+        class_logits: ``[Q, K + 1]`` or None (no class cost).
+        small_targets: ``[T, h*w]`` target area fractions.
+        target_classes: ``[T]`` class ids.
+    """
+    with torch.no_grad():
+        bce, dice = mask_costs(mask_logits.flatten(1).float(), small_targets)
+        cost = mask_weight * bce + dice_weight * dice
+        if class_logits is not None:
+            cost = cost - class_weight * class_logits.float().softmax(-1)[:, target_classes]
+    return hungarian(cost)
+
+
+def class_loss(class_logits: Tensor, query_idx: np.ndarray, target_classes: Tensor, no_object_weight: float) -> Tensor:
+    """Cross-entropy of ``[Q, K + 1]`` logits: matched queries -> their class, others -> "no object"
+    (the last class, weighted ``no_object_weight``)."""
+    k1 = class_logits.shape[-1]
+    labels = torch.full((class_logits.shape[0],), k1 - 1, dtype=torch.long, device=class_logits.device)
+    labels[torch.as_tensor(query_idx, dtype=torch.long)] = target_classes.to(labels.device)
+    weight = torch.ones(k1, device=class_logits.device)
+    weight[-1] = no_object_weight
+    return F.cross_entropy(class_logits.float(), labels, weight=weight)

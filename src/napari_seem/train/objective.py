@@ -1,0 +1,243 @@
+"""One SEEM training step on one image: panoptic, interactive and grounding tasks in one decoder pass.
+
+As in SEEM's ``forward_seg``, the object queries, the grounding queries (a class-name phrase) and
+the spatial queries (visual prompts of a few objects, with the previous round's masks as memory)
+run together in a single decoder pass; every decoder stage is supervised (deep supervision).
+
+Interactive rounds are simulated like SEEM's ``prepare_next_spaital_mask``: 0..``max_rounds``
+rounds run without gradients, each adding a corrective click at the largest error region and
+passing the selected masks on as memory; the last round is trained. A share of the steps
+simulates propagation instead: the prompt and the memory are the object's mask moved and
+deformed (the previous frame's result).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..engine.prompts import ObjectPrompt, stack_prompts
+from ..model.language.encoder import clean_class_name
+from ..model.language.templates import PROMPT_TEMPLATES
+from .clicks import ClickState, centre_click, next_click, perturbed_mask, random_click, random_stroke
+from .data import Sample
+from .losses import class_loss, downsample_targets, full_mask_loss, match_queries, upsample
+
+
+@dataclass
+class ObjectiveConfig:
+    """Task mix and loss weights (the official SEEM weights where they apply)."""
+
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    no_object_weight: float = 0.1
+    spatial_mask_weight: float = 5.0
+    spatial_dice_weight: float = 5.0
+    spatial_select_weight: float = 1.0
+    spatial_class_weight: float = 1.0
+    grounding_mask_weight: float = 2.0
+    grounding_dice_weight: float = 2.0
+    grounding_class_weight: float = 0.5
+    max_prompted_objects: int = 5
+    max_rounds: int = 2
+    propagation_share: float = 0.3
+    stroke_share: float = 0.25
+    centre_click_share: float = 0.5
+    min_prompt_area: int = 12
+    #: sampling weight of each class for visual prompts (vocabulary order)
+    prompt_class_weights: tuple[float, ...] = (1.0, 1.0, 0.15)
+
+
+def _normalize(x: Tensor) -> Tensor:
+    return x / (x.norm(dim=-1, keepdim=True) + 1e-7)
+
+
+class TextBank:
+    """The vocabulary's template prompts, tokenised once, encoded with gradients at every step.
+
+    ``class_embeddings`` equals ``LanguageEncoder.class_embeddings(names + ["background"])`` (what
+    the engine uses at inference) but keeps the graph, so the text tower trains with the rest.
+    """
+
+    def __init__(self, lang_encoder: torch.nn.Module, names: tuple[str, ...]) -> None:
+        self.names = (*names, "background")
+        prompts = [t.format(clean_class_name(n)) for n in self.names for t in PROMPT_TEMPLATES]
+        tokens = lang_encoder.tokenize(prompts)
+        length = int(tokens["attention_mask"].sum(1).max())
+        self.input_ids = tokens["input_ids"][:, :length]
+        self.attention_mask = tokens["attention_mask"][:, :length]
+
+    def class_embeddings(self, lang_encoder: torch.nn.Module) -> Tensor:
+        """``[K + 1, D]`` normalised class embeddings (background last)."""
+        _, end = lang_encoder.encode_tokens(self.input_ids, self.attention_mask)
+        mean = _normalize(end).view(len(self.names), len(PROMPT_TEMPLATES), -1).mean(1)
+        return mean / mean.norm(dim=-1, keepdim=True)
+
+
+def _first_prompt(sample: Sample, index: int, cfg: ObjectiveConfig, rng: np.random.Generator) -> ClickState:
+    state = ClickState()
+    visible = sample.visible[index]
+    if rng.random() < cfg.stroke_share:
+        stroke = random_stroke(visible, rng)
+        if stroke is not None:
+            state.strokes.append(stroke)
+            return state
+    point = centre_click(visible) if rng.random() < cfg.centre_click_share else random_click(visible, rng)
+    state.add_click(point, 1)
+    return state
+
+
+def choose_objects(sample: Sample, cfg: ObjectiveConfig, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the objects that get a visual prompt this step (may be empty)."""
+    area = sample.visible.reshape(len(sample), -1).sum(1) if len(sample) else np.zeros(0)
+    weights = np.array([cfg.prompt_class_weights[c] if c < len(cfg.prompt_class_weights) else 1.0
+                        for c in sample.classes]) * (area >= cfg.min_prompt_area)
+    if weights.sum() == 0:
+        return np.zeros(0, np.int64)
+    n = min(int(rng.integers(1, cfg.max_prompted_objects + 1)), int((weights > 0).sum()))
+    return rng.choice(len(sample), size=n, replace=False, p=weights / weights.sum())
+
+
+def simulate_prompts(
+    model, features, sample: Sample, chosen: np.ndarray, cfg: ObjectiveConfig,
+    rng: np.random.Generator, generator: torch.Generator,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Visual prompts and memory for the trained round: ``pos, neg [n, Hp, Wp]``, ``prev [1, n, h, w]``."""
+    shape = tuple(sample.rgb.shape[-2:])
+    hp, wp = features.padded_size
+
+    def pad(masks: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.pad(masks, ((0, 0), (0, hp - shape[0]), (0, wp - shape[1]))))
+
+    if rng.random() < cfg.propagation_share:
+        moved = np.stack([perturbed_mask(sample.full[i], rng) for i in chosen])
+        pos, neg = stack_prompts([ObjectPrompt(mask=m) for m in moved], shape, shape)
+        amplitude = float(rng.uniform(2.0, 10.0))
+        prev = amplitude * (2 * downsample_targets(torch.from_numpy(moved), (hp // 4, wp // 4)) - 1)
+        return pad(pos), pad(neg), prev.view(1, len(chosen), hp // 4, wp // 4)
+
+    states = [_first_prompt(sample, i, cfg, rng) for i in chosen]
+    prev = None
+    rounds = int(rng.integers(0, cfg.max_rounds + 1))
+    with torch.no_grad():
+        mask_features = features.mask_features.detach()
+        levels = [m.detach() for m in features.multi_scale_features]
+        for _ in range(rounds):
+            pos, neg = stack_prompts([s.prompt() for s in states], shape, shape)
+            out = model.predictor(levels, mask_features, pos_masks=pad(pos), neg_masks=pad(neg), prev_mask=prev,
+                                  generator=generator, object_queries=False, return_aux=False)
+            prev = out.selected_masks.detach()
+            pred = (upsample(prev[0], shape) > 0).numpy()
+            for k, i in enumerate(chosen):
+                click = next_click(pred[k], sample.full[i])
+                if click is not None:
+                    states[k].add_click(*click)
+    pos, neg = stack_prompts([s.prompt() for s in states], shape, shape)
+    return pad(pos), pad(neg), prev
+
+
+def _stages(out) -> list:
+    return [*out.aux, out]
+
+
+def panoptic_losses(out, sample: Sample, cfg: ObjectiveConfig, small_size: tuple[int, int]) -> Tensor:
+    """Object queries vs. the visible instances: matched class CE + BCE + dice, every stage."""
+    targets = torch.from_numpy(sample.visible)
+    classes = torch.from_numpy(sample.classes)
+    small = downsample_targets(targets, small_size)
+    total = 0.0
+    for stage in _stages(out):
+        masks, logits = stage.masks[0], stage.class_logits[0]
+        q, t = match_queries(masks, logits, small, classes, cfg.class_weight, cfg.mask_weight, cfg.dice_weight)
+        bce, dice = full_mask_loss(masks[q], targets[t])
+        total = total + cfg.class_weight * class_loss(logits, q, classes[t], cfg.no_object_weight)
+        total = total + cfg.mask_weight * bce + cfg.dice_weight * dice
+    return total
+
+
+def spatial_losses(model, out, sample: Sample, chosen: np.ndarray, cfg: ObjectiveConfig,
+                   class_emb: Tensor, small_size: tuple[int, int]) -> Tensor:
+    """Per prompted object, the best of its spatial queries learns the mask; the prompt embedding
+    learns to select that query (SEEM's ``loss_spatial_ce``); its caption learns the class."""
+    n, per = len(chosen), model.predictor.queries_per_object
+    targets = torch.from_numpy(sample.full[chosen])
+    classes = torch.from_numpy(sample.classes[chosen])
+    small = downsample_targets(targets, small_size)
+    pos_embeds = out.pos_embeds[0]  # [n, C]
+    total = 0.0
+    for stage in _stages(out):
+        masks = stage.spatial_masks[0].view(n, per, -1)
+        embeds = stage.spatial_mask_embeds[0].view(n, per, -1)
+        best = []
+        for k in range(n):
+            query, _ = match_queries(masks[k].view(per, *small_size), None, small[k:k + 1],
+                                     classes[k:k + 1], 0.0, cfg.spatial_mask_weight, cfg.spatial_dice_weight)
+            best.append(int(query[0]))
+        best_t = torch.tensor(best)
+        chosen_masks = masks[torch.arange(n), best_t].view(n, *small_size)
+        bce, dice = full_mask_loss(chosen_masks, targets)
+        select = F.cross_entropy(torch.einsum("nqc,nc->nq", embeds, pos_embeds), best_t)
+        total = total + cfg.spatial_mask_weight * bce + cfg.spatial_dice_weight * dice
+        total = total + cfg.spatial_select_weight * select
+        if stage is out:
+            captions = stage.spatial_captions[0].view(n, per, -1)[torch.arange(n), best_t]
+            logits = model.lang_encoder.compute_similarity(captions, class_emb)
+            total = total + cfg.spatial_class_weight * F.cross_entropy(logits, classes)
+    return total
+
+
+def grounding_losses(model, out, targets: np.ndarray, phrase_emb: Tensor, cfg: ObjectiveConfig,
+                     small_size: tuple[int, int]) -> Tensor:
+    """Grounding queries vs. every instance of the phrase's class: Hungarian-matched BCE + dice,
+    and the phrase similarity pulls the matched queries up among all grounding queries."""
+    masks_t = torch.from_numpy(targets)
+    small = downsample_targets(masks_t, small_size)
+    total = 0.0
+    dummy = torch.zeros(len(targets), dtype=torch.long)
+    for stage in _stages(out):
+        masks = stage.grounding_masks[0]
+        sim = model.lang_encoder.grounding_similarity(stage.grounding_captions[0], phrase_emb)[:, 0]
+        logits = torch.stack([torch.zeros_like(sim), sim], -1)  # only the matching score is a cost
+        q, t = match_queries(masks, logits, small, dummy + 1, cfg.grounding_class_weight,
+                             cfg.grounding_mask_weight, cfg.grounding_dice_weight)
+        bce, dice = full_mask_loss(masks[q], masks_t[t])
+        ce = -sim.log_softmax(0)[torch.as_tensor(q)].mean()
+        total = total + cfg.grounding_mask_weight * bce + cfg.grounding_dice_weight * dice
+        total = total + cfg.grounding_class_weight * ce
+    return total
+
+
+def training_step(
+    model, sample: Sample, text_bank: TextBank, cfg: ObjectiveConfig,
+    rng: np.random.Generator, generator: torch.Generator,
+) -> dict[str, Tensor]:
+    """Losses of one image (call ``backward`` on ``["total"]``)."""
+    features = model.encode_image(sample.rgb)
+    hp, wp = features.padded_size
+    small_size = (hp // 4, wp // 4)
+    lang = model.lang_encoder
+    class_emb = text_bank.class_embeddings(lang)
+    chosen = choose_objects(sample, cfg, rng)
+    kwargs = {}
+    if len(chosen):
+        pos, neg, prev = simulate_prompts(model, features, sample, chosen, cfg, rng, generator)
+        kwargs.update(pos_masks=pos, neg_masks=neg, prev_mask=prev)
+    present = sorted(set(sample.classes.tolist()))
+    phrase_class = int(rng.choice(present)) if present else None
+    if phrase_class is not None:
+        phrase = lang.encode_text([text_bank.names[phrase_class]])
+        kwargs["grounding_tokens"] = phrase.real_tokens
+    out = model.predictor(features.multi_scale_features, features.mask_features,
+                          class_embeddings=class_emb, generator=generator, **kwargs)
+    losses = {"panoptic": panoptic_losses(out, sample, cfg, small_size)}
+    if len(chosen):
+        losses["spatial"] = spatial_losses(model, out, sample, chosen, cfg, class_emb, small_size)
+    if phrase_class is not None:
+        targets = sample.full[sample.classes == phrase_class]
+        losses["grounding"] = grounding_losses(model, out, targets, phrase.class_emb, cfg, small_size)
+    losses["total"] = sum(losses.values())
+    return losses

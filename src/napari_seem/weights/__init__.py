@@ -1,0 +1,51 @@
+"""Weights shipped inside the package (small models that work offline).
+
+``seem_tiny_synthetic``: SEEM v1 with the official architecture at shrunk dimensions, trained by
+``python -m napari_seem.train`` on synthetic fluorescence microscopy (see ``MODEL_CARD.md``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+_HERE = Path(__file__).parent
+
+#: shipped model name -> (weights file, config file), relative to this folder
+SHIPPED_MODELS: dict[str, tuple[str, str]] = {
+    "seem_tiny_synthetic": ("seem_tiny_synthetic.safetensors", "seem_tiny_synthetic.yaml"),
+}
+
+#: class names each shipped model was trained on (its natural vocabulary)
+SHIPPED_VOCABULARIES: dict[str, tuple[str, ...]] = {
+    "seem_tiny_synthetic": ("nucleus", "cell", "vesicle"),
+}
+
+
+def shipped_model_names() -> list[str]:
+    """Names of the models whose weights are in the package."""
+    return [name for name in SHIPPED_MODELS if (_HERE / SHIPPED_MODELS[name][0]).is_file()]
+
+
+def shipped_model_path(name: str) -> tuple[Path, Path]:
+    """``(weights_path, config_path)`` of a shipped model.
+
+    Raises:
+        KeyError: ``name`` is not a shipped model.
+        FileNotFoundError: its weights are missing from this installation.
+    """
+    if name not in SHIPPED_MODELS:
+        raise KeyError(f"{name!r} is not a shipped model ({', '.join(SHIPPED_MODELS)})")
+    weights, config = (_HERE / f for f in SHIPPED_MODELS[name])
+    if not weights.is_file():
+        raise FileNotFoundError(f"the weights of {name!r} are missing: {weights}")
+    return weights, config
+
+
+def load_shipped_model(name: str = "seem_tiny_synthetic"):
+    """The shipped model ``name`` as a ready :class:`~napari_seem.model.SEEM` (fp32, CPU, eval mode)."""
+    from ..model import build_seem, load_into, read_state_dict
+
+    weights, config = shipped_model_path(name)
+    model = build_seem(config)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(weights).items()}
+    load_into(model, state, strict=True)
+    return model.eval()
