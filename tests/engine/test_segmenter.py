@@ -184,3 +184,21 @@ def test_features_persist_on_disk_between_sessions(tiny_model, tmp_path, cells, 
     third = Segmenter(tiny_model, device="cpu", short_side=64, feature_dir=tmp_path)
     third.set_image(cells)
     assert calls == [1], "an unreadable cache file is re-encoded"
+
+
+def test_each_object_is_named_from_its_own_selected_query(tiny_segmenter, cells):
+    tiny_segmenter.set_image(cells)
+    prompts = [ObjectPrompt(points=[(20, 20)]), ObjectPrompt(points=[(60, 90)]), ObjectPrompt(boxes=[(70, 10, 90, 40)])]
+    state = tiny_segmenter._state()
+    pos, neg = tiny_segmenter._padded_masks(state, prompts)
+    with torch.inference_mode():
+        out = tiny_segmenter.model.predictor(tiny_segmenter.model.prepare_decoder(state.features),
+                                             pos_masks=pos, neg_masks=neg, generator=tiny_segmenter._generator())
+    captions = out.selected_captions()[0]
+    per_object = out.spatial_captions.shape[1] // 3
+    for k in range(3):  # selected_index counts within each object's own queries
+        assert torch.equal(captions[k], out.spatial_captions[0, k * per_object + int(out.selected_index[0, k])])
+    names, scores = tiny_segmenter._name(captions.float())
+    result = tiny_segmenter.predict(prompts)
+    assert result.class_names == names
+    np.testing.assert_allclose(result.class_scores, scores, rtol=1e-6)

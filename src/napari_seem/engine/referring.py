@@ -64,11 +64,11 @@ def find_similar(
         ref_prepared = segmenter.model.prepare_decoder(reference.features)
         tokens = predictor.encode_prompt(ref_prepared, pos_masks=pos, neg_masks=neg, generator=segmenter._generator())
         ref_out = predictor(ref_prepared, prompt_tokens=tokens, generator=segmenter._generator())
-        ref_embedding = ref_out.spatial_captions[0, ref_out.selected_index[0]].float()  # [1, D]
+        ref_embedding = ref_out.selected_captions()[0].float()  # [1, D]
         out = predictor(segmenter.model.prepare_decoder(target.features), prompt_tokens=tokens,
                         class_embeddings=segmenter._class_embeddings(), generator=segmenter._generator())
         candidates = torch.cat([out.selected_masks[0], out.masks[0]]).float()
-        embeddings = torch.cat([out.spatial_captions[0, out.selected_index[0]], out.captions[0]]).float()
+        embeddings = torch.cat([out.selected_captions()[0], out.captions[0]]).float()
         similarity = (_normalized(embeddings) @ _normalized(ref_embedding).t())[:, 0]
     order = [0] + [int(i) for i in torch.argsort(similarity[1:], descending=True) + 1]
     grid = segmenter._to_model_grid(target, candidates) > 0

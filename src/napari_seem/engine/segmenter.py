@@ -310,8 +310,7 @@ class Segmenter:
                 prev_mask=memory, generator=self._generator(), **kwargs,
             )
             logits = out.selected_masks[0].float()
-            index = out.selected_index[0]
-            captions = out.spatial_captions[0, index].float()
+            captions = out.selected_captions()[0].float()
         names, class_scores = self._name(captions)
         previous_ids = None if previous is None else previous.object_ids
         return self._result(state, logits, names, class_scores, object_ids=previous_ids)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+import torch
 from torch import Tensor
 
 
@@ -73,6 +74,16 @@ class DecoderOutput(DecoderPredictions):
     neg_embeds: Tensor | None = None
     selected_index: Tensor | None = None
     selected_masks: Tensor | None = None
+
+    def selected_captions(self) -> Tensor | None:
+        """``[B, n, D]`` text-space embeddings of each object's selected spatial query
+        (``selected_index`` counts within an object's own ``QUERY_NUMBER`` queries)."""
+        if self.spatial_captions is None or self.selected_index is None:
+            return None
+        b, n = self.selected_index.shape
+        captions = self.spatial_captions.view(b, n, self.spatial_captions.shape[1] // n, -1)
+        index = self.selected_index[:, :, None, None].expand(-1, -1, 1, captions.shape[-1])
+        return torch.gather(captions, 2, index)[:, :, 0]
 
     def as_official(self) -> dict[str, Any]:
         """The outputs under the official names (``pred_*``, ``prev_mask``, ``aux_outputs``)."""
