@@ -6,14 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "seem_reference"
-GOLDEN_DIR = REFERENCE_DIR / "golden"
-SPEC_DIR = REFERENCE_DIR / "spec"
-
-
-def load_case(name: str) -> dict:
-    """Load ``golden/case_<name>.pt`` (plain dict of tensors) with weights_only=True."""
-    return torch.load(GOLDEN_DIR / f"case_{name}.pt", weights_only=True)
+from golden import GOLDEN_DIR, SPEC_DIR, load_case, sub_state_dict  # noqa: F401  (re-exported)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -51,15 +44,6 @@ def tiny_state_dict(golden_dir) -> dict:
 @pytest.fixture(scope="session")
 def tiny_yaml(golden_dir) -> Path:
     return golden_dir / "tiny_v1.yaml"
-
-
-def sub_state_dict(state_dict: dict, prefix: str, exclude: str | None = None) -> dict:
-    """Entries under ``prefix`` with the prefix stripped (optionally excluding a sub-prefix)."""
-    out = {}
-    for k, v in state_dict.items():
-        if k.startswith(prefix) and not (exclude and k.startswith(exclude)):
-            out[k[len(prefix):]] = v
-    return out
 
 
 @pytest.fixture(scope="session")

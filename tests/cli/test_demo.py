@@ -2,7 +2,7 @@
 import pandas as pd
 import tifffile
 
-from conftest import GOLDEN_DIR
+from golden import GOLDEN_DIR
 from napari_seem.cli import main
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_case
+from golden import load_case
 from napari_seem.engine import ObjectPrompt, Segmenter, Vocabulary
 
 TOL = 1e-4

@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import load_case, sub_state_dict
+from golden import load_case, sub_state_dict
 from torch import nn
 
 from napari_seem.model.decoder import SeemDecoder, build_decoder

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import load_case
+from golden import load_case
 
 from napari_seem.model import build_seem, load_into
 from napari_seem.model.decoder import DecoderCache, SeemDecoder

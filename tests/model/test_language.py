@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import load_case, sub_state_dict
+from golden import load_case, sub_state_dict
 
 from napari_seem.model.language import (
     PROMPT_TEMPLATES,

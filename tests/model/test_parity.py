@@ -6,7 +6,7 @@ recomputes every output with our model from the case's inputs. Tolerance 1e-4 ab
 import pytest
 import torch
 
-from conftest import GOLDEN_DIR, load_case
+from golden import GOLDEN_DIR, load_case
 from napari_seem.model import build_seem, load_into
 from napari_seem.model.parity import case_kind, run_case
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import yaml
-from conftest import load_case, sub_state_dict
+from golden import load_case, sub_state_dict
 
 from napari_seem.model.pixel_decoder import (
     MSDeformAttnPixelDecoder,
