@@ -402,7 +402,7 @@ class Segmenter:
         labels = F.interpolate(seg[None], size=state.prepared.original_shape, mode="nearest")[0, 0].long()
         ids = [s["id"] for s in panoptic.segments]
         masks = torch.stack([labels == i for i in ids]).cpu().numpy()
-        keep_queries = self._segment_queries(cls_logits, grid, panoptic, vocab)
+        keep_queries = self._segment_queries(cls_logits, grid, panoptic)
         return Segmentation(
             masks=masks,
             scores=np.asarray([s["score"] for s in panoptic.segments], np.float32),
@@ -413,7 +413,7 @@ class Segmenter:
         )
 
     @staticmethod
-    def _segment_queries(cls_logits, grid, panoptic, vocab) -> list[int]:
+    def _segment_queries(cls_logits, grid, panoptic) -> list[int]:
         """For each panoptic segment, the object query whose mask covers it best (its memory)."""
         seg = panoptic.segmentation
         probs = grid.sigmoid()

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .postprocess import instance_inference, panoptic_inference, sem_seg_postprocess, semantic_inference
-from .seem import SEEM, ImageFeatures
+from .seem import SEEM
 
 
 def case_kind(case: Mapping[str, Any]) -> str:

@@ -12,11 +12,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def upsample_logits(logits: Tensor, padded_size: tuple[int, int], mode: str = "bilinear") -> Tensor:
-    """Resize mask logits ``[B, Q, h, w]`` (stride 4) to the padded input size ``(Hp, Wp)``."""
-    return F.interpolate(logits, size=padded_size, mode=mode, align_corners=False)
-
-
 def sem_seg_postprocess(result: Tensor, image_size: tuple[int, int], height: int, width: int) -> Tensor:
     """Crop ``[C, Hp, Wp]`` to the un-padded ``image_size`` and resize to ``(height, width)``.
 
