@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from golden import GOLDEN_DIR, load_case
-from napari_seem.model import build_seem, load_into
+from napari_seem.model import build_seem, load_into, winograd
 from napari_seem.model.parity import case_kind, run_case
 
 TOL = 1e-4
@@ -51,10 +51,30 @@ def _compare(name, ours, ref):
         assert ours == ref, name
 
 
+@pytest.fixture(params=["direct", "winograd"])
+def conv_algorithm(request, monkeypatch):
+    """Run each case with the direct 3x3 convolutions and with every one of them as Winograd
+    ``F(4x4, 3x3)`` (the tiny model's 64-channel convolutions are below the size where the model
+    uses it by itself)."""
+    if request.param == "winograd":
+        monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+        monkeypatch.setattr(winograd, "MIN_PIXELS", 1)
+        calls = []
+        original = winograd.conv3x3
+        monkeypatch.setattr(winograd, "conv3x3", lambda *a, **k: calls.append(1) or original(*a, **k))
+        with winograd.enabled(True):
+            yield calls
+    else:
+        with winograd.enabled(False):
+            yield None
+
+
 @pytest.mark.parametrize("name", CASES)
-def test_golden_case(model, name):
+def test_golden_case(model, name, conv_algorithm):
     case = load_case(name)
     ours = run_case(model, case)
+    if conv_algorithm is not None and any(k in case for k in ("image", "image_a")):
+        assert conv_algorithm, "the Winograd convolution was not used"
     outputs = [k for k in case if k not in _input_keys(case)]
     assert outputs, f"case {name} has no outputs to compare"
     missing = [k for k in outputs if k not in ours]

@@ -57,3 +57,32 @@ def inference_context(device: torch.device, precision: str = "auto") -> contextl
     if dtype is not None:
         stack.enter_context(torch.autocast(device_type=device.type, dtype=dtype))
     return stack
+
+
+def release_memory() -> None:
+    """Give freed tensor memory back to the operating system.
+
+    glibc keeps freed heap memory for reuse, so after encoding a large image the process stays at
+    its peak size. ``malloc_trim`` returns it (Linux/glibc only; elsewhere this does nothing).
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        _malloc_trim = _find_malloc_trim()
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+def _find_malloc_trim():
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+
+
+_malloc_trim = None

@@ -46,6 +46,7 @@ class FeatureCache:
         self.max_bytes = int(max_bytes)
         self.disk_dir = None if disk_dir is None else Path(disk_dir)
         self._items: OrderedDict[str, ImageFeatures] = OrderedDict()
+        self._sizes: dict[str, int] = {}  # bytes of each item when it was stored
         self._bytes = 0
         self.hits = 0
         self.misses = 0
@@ -114,15 +115,18 @@ class FeatureCache:
     def _remember(self, key: str, features: ImageFeatures) -> None:
         size = features.nbytes()
         if key in self._items:
-            self._bytes -= self._items.pop(key).nbytes()
+            del self._items[key]
+            self._bytes -= self._sizes.pop(key)
         if size > self.max_bytes:
             return
         self._items[key] = features
+        self._sizes[key] = size
         self._bytes += size
         while self._bytes > self.max_bytes:
-            _, old = self._items.popitem(last=False)
-            self._bytes -= old.nbytes()
+            old, _ = self._items.popitem(last=False)
+            self._bytes -= self._sizes.pop(old)
 
     def clear(self) -> None:
         self._items.clear()
+        self._sizes.clear()
         self._bytes = 0

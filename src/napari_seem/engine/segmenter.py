@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..model import SEEM, from_pretrained
 from ..model.postprocess import panoptic_inference
 from ..model.seem import ImageFeatures
-from .device import inference_context, resolve_device
+from .device import inference_context, release_memory, resolve_device
 from .feature_cache import FeatureCache, image_signature, model_fingerprint
 from .image import DEFAULT_MAX_SIDE, DEFAULT_SHORT_SIDE, Normalize, PreparedImage, logits_to_original, prepare_image
 from .prompts import ObjectPrompt, stack_prompts
@@ -167,6 +167,9 @@ class Segmenter:
             channel: for ``[H, W, C]`` multichannel images, the channel to use.
         """
         with self._lock:
+            # the previous image's features are not needed while encoding this one (the feature
+            # cache keeps them if its budget allows): release them first, it lowers the peak
+            self._image = None
             self._image = self._encode(image, normalize, channel)
 
     def _encode(self, image: np.ndarray, normalize: Normalize, channel: int | None) -> _ImageState:
@@ -177,13 +180,14 @@ class Segmenter:
         with inference_context(self.device, self.precision):
             if features is None:
                 features = self.model.encode_image(prepared.rgb.to(self.device))
-                self.cache.put(key, features)
+                release_memory()  # the encoder's freed intermediates, before the decoder's data grows
             elif features.mask_features.device.type != self.device.type:  # read back from disk
                 features = features.to(self.device)
-                self.cache.put(key, features)
             # the decoder's per-image work (key/value projections, resized mask features): done
             # once per image (kept with the features) so that every prompt only runs the query side
             self.model.prepare_decoder(features)
+        self.cache.put(key, features)  # after preparing: the cache's budget counts the decoder data too
+        release_memory()
         return _ImageState(prepared, features, key)
 
     @property
@@ -390,19 +394,21 @@ class Segmenter:
             out = model.predictor(model.prepare_decoder(state.features),
                                   class_embeddings=self._class_embeddings(vocab))
             cls_logits = out.class_logits[0].float()
-            grid = self._to_model_grid(state, out.masks[0].float())
+            mask_logits = out.masks[0]
             panoptic = panoptic_inference(
-                cls_logits, grid, vocab.thing_ids,
+                cls_logits, mask_logits, vocab.thing_ids,
                 model.object_mask_threshold if score_threshold is None else score_threshold,
                 model.overlap_threshold if overlap_threshold is None else overlap_threshold,
+                upsample=lambda logits: self._to_model_grid(state, logits),
             )
+            if panoptic.segments:
+                keep_queries = self._segment_queries(state, cls_logits, mask_logits, panoptic)
         if not panoptic.segments:
             return Segmentation.empty(state.prepared.original_shape)
         seg = panoptic.segmentation[None].float()
         labels = F.interpolate(seg[None], size=state.prepared.original_shape, mode="nearest")[0, 0].long()
         ids = [s["id"] for s in panoptic.segments]
         masks = torch.stack([labels == i for i in ids]).cpu().numpy()
-        keep_queries = self._segment_queries(cls_logits, grid, panoptic)
         return Segmentation(
             masks=masks,
             scores=np.asarray([s["score"] for s in panoptic.segments], np.float32),
@@ -412,18 +418,21 @@ class Segmenter:
             object_ids=np.arange(1, len(ids) + 1),
         )
 
-    @staticmethod
-    def _segment_queries(cls_logits, grid, panoptic) -> list[int]:
-        """For each panoptic segment, the object query whose mask covers it best (its memory)."""
-        seg = panoptic.segmentation
-        probs = grid.sigmoid()
-        out = []
-        for s in panoptic.segments:
-            region = seg == s["id"]
-            cover = (probs[:, region]).mean(1) if region.any() else probs.flatten(1).mean(1)
-            cover = cover * cls_logits.softmax(-1)[:, s["category_id"]]
-            out.append(int(cover.argmax()))
-        return out
+    def _segment_queries(self, state: _ImageState, cls_logits: torch.Tensor, mask_logits: torch.Tensor,
+                         panoptic, chunk: int = 16) -> list[int]:
+        """For each panoptic segment, the object query whose mask covers it best (its memory).
+
+        Queries are brought to full resolution ``chunk`` at a time (bounded memory).
+        """
+        regions = [panoptic.segmentation == s["id"] for s in panoptic.segments]
+        cover = torch.zeros(len(regions), mask_logits.shape[0])
+        for start in range(0, mask_logits.shape[0], chunk):
+            probs = self._to_model_grid(state, mask_logits[start:start + chunk].float()).sigmoid()
+            for k, region in enumerate(regions):
+                inside = probs[:, region] if region.any() else probs.flatten(1)
+                cover[k, start:start + chunk] = inside.mean(1).cpu()
+        class_probs = cls_logits.softmax(-1).cpu()
+        return [int((cover[k] * class_probs[:, s["category_id"]]).argmax()) for k, s in enumerate(panoptic.segments)]
 
     # ------------------------------------------------------------------ delegated workflows
     def propagate(self, frames, start: int, seeds: Segmentation, **kwargs: Any) -> Iterator[tuple[int, Segmentation]]:

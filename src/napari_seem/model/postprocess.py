@@ -5,7 +5,7 @@ All functions take raw logits; masks are ``[Q, H, W]`` at the resolution the cal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,30 +43,51 @@ def panoptic_inference(
     thing_classes: Sequence[int],
     object_mask_threshold: float,
     overlap_threshold: float,
+    upsample: Callable[[Tensor], Tensor] | None = None,
+    chunk: int = 16,
 ) -> PanopticResult:
     """Official panoptic merge.
 
     Args:
         mask_cls: ``[Q, K+1]`` class logits; the last column is "no object".
-        mask_pred: ``[Q, H, W]`` mask logits.
+        mask_pred: ``[Q, h, w]`` mask logits.
         thing_classes: class indices that are countable objects; other classes are "stuff" and
             segments of one stuff class merge.
         object_mask_threshold: minimum class probability to keep a query.
         overlap_threshold: minimum fraction of a query's own mask it must win in the arg-max.
+        upsample: maps ``[n, h, w]`` logits to ``[n, H, W]`` at the output resolution (None: the
+            masks are used as they are). The kept queries are brought to that resolution
+            ``chunk`` at a time, so memory stays bounded whatever the number of queries; the
+            result is the same as upsampling them all first.
     """
     num_classes = mask_cls.shape[-1] - 1
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
-    probs = mask_pred.sigmoid()
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], probs[keep]
-    height, width = mask_pred.shape[-2:]
+    cur_scores, cur_classes = scores[keep], labels[keep]
+    kept_logits = mask_pred[keep]
+    if upsample is None:
+        upsample = _identity
+    height, width = upsample(mask_pred[:1]).shape[-2:] if len(mask_pred) else mask_pred.shape[-2:]
     segmentation = torch.zeros((height, width), dtype=torch.int32, device=mask_pred.device)
     segments: list[dict] = []
-    if cur_masks.shape[0] == 0:
+    if cur_scores.shape[0] == 0:
         return PanopticResult(segmentation, segments)
 
+    # arg-max of score * probability over the kept queries (first maximum wins, as argmax) and
+    # each query's own mask (probability >= 0.5), one chunk of queries at a time
+    best = torch.full((height, width), -1.0, device=mask_pred.device)
+    winner = torch.zeros((height, width), dtype=torch.long, device=mask_pred.device)
+    own = torch.empty((len(cur_scores), height, width), dtype=torch.bool, device=mask_pred.device)
+    for start in range(0, len(cur_scores), chunk):
+        probs = upsample(kept_logits[start:start + chunk]).sigmoid()
+        own[start:start + chunk] = probs >= 0.5
+        weighted = cur_scores[start:start + chunk].view(-1, 1, 1) * probs
+        value, index = weighted.max(0)
+        better = value > best
+        best = torch.where(better, value, best)
+        winner = torch.where(better, index + start, winner)
+
     things = set(int(t) for t in thing_classes)
-    winner = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)
     stuff_ids: dict[int, int] = {}
     next_id = 0
     for k in range(cur_classes.shape[0]):
@@ -74,8 +95,8 @@ def panoptic_inference(
         isthing = cls in things
         won = winner == k
         mask_area = int(won.sum())
-        original_area = int((cur_masks[k] >= 0.5).sum())
-        mask = won & (cur_masks[k] >= 0.5)
+        original_area = int(own[k].sum())
+        mask = won & own[k]
         if mask_area == 0 or original_area == 0 or int(mask.sum()) == 0:
             continue
         if mask_area / original_area < overlap_threshold:
@@ -89,6 +110,10 @@ def panoptic_inference(
         segmentation[mask] = next_id
         segments.append({"id": next_id, "isthing": isthing, "category_id": cls, "score": float(cur_scores[k])})
     return PanopticResult(segmentation, segments)
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
 
 
 @dataclass

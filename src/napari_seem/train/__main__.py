@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import yaml
@@ -21,6 +22,7 @@ from ..model.pretrained import resolve_checkpoint
 from ..weights import SHIPPED_MODELS, shipped_model_path
 from .data import VOCABULARY, FolderDataset
 from .loop import TrainConfig, export, new_model, train
+from .objective import ObjectiveConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "weights" / "seem_tiny_synthetic.yaml"
 
@@ -29,7 +31,8 @@ def _load_checkpoint(name_or_path: str, config: str | None):
     """A model with the weights of a shipped name, an official preset name or a checkpoint file."""
     if name_or_path in SHIPPED_MODELS:
         weights, shipped_config = shipped_model_path(name_or_path)
-        model = build_seem(config or shipped_config)
+        config = config or shipped_config
+        model = build_seem(config)
         state = read_state_dict(weights)
     else:
         path = resolve_checkpoint(name_or_path)
@@ -41,6 +44,20 @@ def _load_checkpoint(name_or_path: str, config: str | None):
         model = build_seem(config)
     load_into(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
     return model, config
+
+
+def objective_config(overrides: list[str]) -> ObjectiveConfig:
+    """``ObjectiveConfig`` with ``FIELD=VALUE`` overrides (values parsed as YAML scalars)."""
+    cfg = ObjectiveConfig()
+    known = {f.name: f for f in fields(ObjectiveConfig)}
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        if not sep or name not in known:
+            raise SystemExit(f"--objective {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(known)}")
+        parsed = yaml.safe_load(value)
+        current = getattr(cfg, name)
+        setattr(cfg, name, tuple(parsed) if isinstance(current, tuple) else type(current)(parsed))
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--crop", type=int, default=256, help="crop size of user images")
     p.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint.pt in --out")
+    p.add_argument("--objective", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="task mix / loss weight overrides, e.g. max_prompted_objects=8 spatial_mask_weight=10 "
+                        "(fields of napari_seem.train.ObjectiveConfig)")
     args = p.parse_args(argv)
 
     out = Path(args.out)
@@ -75,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TrainConfig(steps=args.steps, lr=lr, seed=args.seed, threads=args.threads,
                       checkpoint_every=args.checkpoint_every, vocabulary=tuple(args.classes),
                       image_sizes=tuple(args.image_sizes),
-                      warmup=min(TrainConfig.warmup, max(1, args.steps // 10)))
+                      warmup=min(TrainConfig.warmup, max(1, args.steps // 10)),
+                      objective=objective_config(args.objective))
     data = FolderDataset(args.data, args.classes, args.class_name, crop=args.crop) if args.data else None
     train(model, cfg, out, data=data, resume=not args.no_resume)
     weights = export(model, out / "model.safetensors")

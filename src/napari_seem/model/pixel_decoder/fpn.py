@@ -6,6 +6,7 @@ Used by the FocalNet SEEM models. State-dict names follow the official module:
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -175,12 +176,29 @@ class TransformerEncoderPixelDecoder(nn.Module):
         multi_scale = [y]
         for i in range(n - 1, 0, -1):
             lateral = getattr(self, f"adapter_{i}")(features[self.in_features[i - 1]])
-            y = lateral + F.interpolate(y, size=lateral.shape[-2:], mode="nearest")
-            y = getattr(self, f"layer_{i}")(y)
+            y = _add_upsampled(lateral, y)  # a new map: its convolution may overwrite it in inference
+            y = getattr(self, f"layer_{i}")(y, reuse_input=not torch.is_grad_enabled())
             if len(multi_scale) < NUM_MULTI_SCALE_LEVELS:
                 multi_scale.append(y)
-        return self.mask_features(y), encoded, multi_scale
+        # the finest map is not needed after this convolution: in inference it may be overwritten
+        reuse = not torch.is_grad_enabled() and all(y is not level for level in multi_scale)
+        return self.mask_features(y, reuse_input=reuse), encoded, multi_scale
 
     def forward(self, features: dict[str, Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Alias of :meth:`forward_features`."""
         return self.forward_features(features)
+
+
+def _add_upsampled(lateral: Tensor, coarse: Tensor) -> Tensor:
+    """``lateral + F.interpolate(coarse, size=lateral.shape[-2:], mode="nearest")``.
+
+    In inference, when ``lateral`` is exactly twice the size of ``coarse``, the sum is done in
+    place with broadcasting (nearest x2 repeats each pixel 2 x 2 times): the upsampled map, a
+    full-resolution map at stride 4, is never materialised. The result is the same.
+    """
+    b, c, h, w = coarse.shape
+    if torch.is_grad_enabled() or tuple(lateral.shape[-2:]) != (2 * h, 2 * w) or not lateral.is_contiguous():
+        return lateral + F.interpolate(coarse, size=lateral.shape[-2:], mode="nearest")
+    lateral.view(b, c, h, 2, w, 2).add_(coarse.view(b, c, h, 1, w, 1))
+    return lateral
+
