@@ -89,3 +89,19 @@ def test_background_is_implicit():
     assert v.names == ("nucleus", "cell")
     with pytest.raises(ValueError, match="at least one"):
         Vocabulary(["background"])
+
+
+def test_cache_budget_counts_the_decoder_data(tiny_segmenter):
+    """The per-image decoder data (keys/values, resized mask features) is part of what an
+    image costs: the cache's budget must see it (it is several times the encoder output)."""
+    from napari_seem.engine.device import release_memory
+
+    image = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    tiny_segmenter.set_image(image)
+    features = tiny_segmenter._image.features
+    assert features.decoder_cache is not None
+    encoder_only = features.mask_features.nbytes + sum(m.nbytes for m in features.multi_scale_features)
+    assert tiny_segmenter.cache.nbytes == features.nbytes() > encoder_only
+    tiny_segmenter.set_image(image)  # a cache hit is not counted twice
+    assert tiny_segmenter.cache.nbytes == features.nbytes() and len(tiny_segmenter.cache) == 1
+    release_memory()  # callable anywhere (does nothing off glibc)

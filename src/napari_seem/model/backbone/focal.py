@@ -90,6 +90,9 @@ class FocalModulation(nn.Module):
         dim = x.shape[-1]
         x = self.f(x).permute(0, 3, 1, 2)
         q, ctx, gates = torch.split(x, (dim, dim, self.focal_level + 1), dim=1)
+        # channels-last throughout: the depthwise convolutions run on it without layout copies,
+        # and the 1x1 conv ``h`` becomes a plain matrix product on the [B, H, W, C] view
+        ctx = ctx.contiguous(memory_format=torch.channels_last)
 
         ctx_all: Tensor | float = 0.0
         for level, layer in enumerate(self.focal_layers):
@@ -100,7 +103,8 @@ class FocalModulation(nn.Module):
         if self.scaling_modulator:
             ctx_all = ctx_all / (self.focal_level + 1)
 
-        out = (q * self.h(ctx_all)).permute(0, 2, 3, 1)
+        modulator = F.linear(ctx_all.permute(0, 2, 3, 1), self.h.weight.view(dim, dim), self.h.bias)
+        out = q.permute(0, 2, 3, 1) * modulator
         if self.ln is not None:
             out = self.ln(out)
         return self.proj(out)
