@@ -1,0 +1,66 @@
+"""Segmentation quality of the shipped model on held-out synthetic images, through the engine.
+
+Two kinds of checks:
+
+* a regression floor (must pass): single-click IoU well above what the same architecture gives
+  with random weights (the floor is ~70 % of the shipped model's measured value, the random
+  model scores < 0.05), so a broken model, engine or preprocessing fails CI;
+* issue 6's acceptance targets (``benchmarks/eval_shipped_model.py`` has the same numbers):
+  the shipped preview model does not reach them yet, so that test is a strict expected failure;
+  it turns into an error the day a model meets them, and the marker must then go.
+"""
+import numpy as np
+import pytest
+import torch
+
+from napari_seem.engine import ObjectPrompt
+from napari_seem.model import build_seem
+from napari_seem.synthetic import make_image, object_centre
+from napari_seem.train.evaluate import EVAL_SEED, _targets, evaluate, iou, make_segmenter
+from napari_seem.weights import load_shipped_model, shipped_model_path
+
+#: single click at the object's centre, mean IoU over 2 held-out 256² images (28 objects)
+CLICK_FLOOR = {"nucleus": 0.22, "cell": 0.2}
+
+
+def click_ious(model, n_images: int = 2) -> dict[str, float]:
+    seg = make_segmenter(model)
+    ious: dict[str, list[float]] = {"nucleus": [], "cell": []}
+    for i in range(n_images):
+        s = make_image((256, 256), seed=EVAL_SEED + i)
+        seg.set_image(s.image)
+        for obj, full, _ in _targets(s, min_area=60):
+            result = seg.predict(ObjectPrompt(points=[object_centre(s.instances, obj["id"])]))
+            ious[obj["class"]].append(iou(result.masks[0], full))
+    return {k: float(np.mean(v)) for k, v in ious.items()}
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_shipped_model("seem_tiny_synthetic")
+
+
+def test_shipped_model_segments_held_out_images(shipped):
+    measured = click_ious(shipped)
+    for name, floor in CLICK_FLOOR.items():
+        assert measured[name] >= floor, f"single-click IoU on {name}: {measured[name]:.3f} < {floor}"
+
+
+def test_random_weights_do_not_reach_the_floor():
+    """The floor discriminates: the same architecture with random weights stays far below it."""
+    torch.manual_seed(0)
+    random_model = build_seem(shipped_model_path("seem_tiny_synthetic")[1]).eval()
+    measured = click_ious(random_model)
+    assert all(measured[name] < floor / 2 for name, floor in CLICK_FLOOR.items()), measured
+
+
+@pytest.mark.xfail(strict=True, reason="issue 6 open: the shipped preview model is below the acceptance targets")
+def test_issue_6_acceptance_targets(shipped):
+    report = evaluate(shipped, n_images=2, n_sequences=1, noc_objects=2)
+    assert report.click_iou["nucleus"] >= 0.85
+    assert report.click_iou["cell"] >= 0.75
+    assert report.noc85 <= 3
+    assert report.text_nucleus_iou >= 0.75
+    assert report.automatic_class_accuracy >= 0.9
+    assert report.propagation_iou >= 0.8
+    assert report.propagation_identity == 1.0
