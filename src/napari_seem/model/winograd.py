@@ -164,15 +164,19 @@ def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, m: int = 4,
             d = tiles.permute(3, 4, 0, 1, 2).reshape(t * t, c * n)
             v = (kron_b @ d).view(t * t, c, n)
             mm = torch.bmm(u, v)  # [t*t, K, n]: the convolution, one matrix product per tile position
-            y = (kron_a @ mm.view(t * t, k * n)).view(m, m, k, r1 - r0, tiles_w)
-            y = y.permute(2, 3, 0, 4, 1).reshape(k, (r1 - r0) * m, tiles_w * m)
-            pending = (i, r0 * m, y)
+            pending = (i, r0 * m, (kron_a @ mm.view(t * t, k * n)).view(m, m, k, r1 - r0, tiles_w))
     _write(out, *pending)
     if bias is not None:
         out += bias.view(1, -1, 1, 1)
     return out
 
 
-def _write(out: Tensor, image: int, row: int, result: Tensor) -> None:
-    stop = min(out.shape[-2], row + result.shape[-2])
-    out[image, :, row:stop] = result[:, :stop - row, :out.shape[-1]]
+def _write(out: Tensor, image: int, row: int, tiles: Tensor) -> None:
+    """Write a strip's output tiles ``[m, m, K, TR, TW]`` into ``out[image, :, row:]``."""
+    m, _, k, tr, tw = tiles.shape
+    rows = min(out.shape[-2] - row, tr * m)
+    target = out[image, :, row:row + rows]
+    if rows == tr * m and out.shape[-1] == tw * m and out.is_contiguous():
+        target.view(k, tr, m, tw, m).copy_(tiles.permute(2, 3, 0, 4, 1))  # one copy, no staging
+    else:
+        target.copy_(tiles.permute(2, 3, 0, 4, 1).reshape(k, tr * m, tw * m)[:, :rows, :out.shape[-1]])
