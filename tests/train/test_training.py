@@ -1,3 +1,4 @@
+from pathlib import Path
 import numpy as np
 import pytest
 import torch
@@ -99,3 +100,23 @@ def test_cli_fine_tunes_a_checkpoint_on_user_data(tiny_yaml, user_folder, tmp_pa
     assert not torch.allclose(tuned["backbone.patch_embed.proj.weight"].float(),
                               before["backbone.patch_embed.proj.weight"], atol=1e-4)
     assert (out / "config.yaml").is_file()
+
+
+def test_reproduce_runs_every_phase_in_order(tmp_path, monkeypatch):
+    """``--reproduce`` chains the phases: each later phase fine-tunes the previous phase's export."""
+    import napari_seem.train.__main__ as cli
+
+    runs = []
+
+    def fake_train(model, cfg, out_dir, data=None, resume=True):
+        runs.append((Path(out_dir).name, cfg.steps, cfg.seed, cfg.image_sizes))
+        return model
+
+    monkeypatch.setattr(cli, "train", fake_train)
+    main(["--reproduce", "--out", str(tmp_path)])
+    assert [r[0] for r in runs] == [f"phase{i + 1}" for i in range(len(cli.recipe(str(tmp_path))))]
+    assert runs[0][1:] == (2800, 0, (128, 160, 192))
+    for phase in cli.recipe(str(tmp_path))[1:]:
+        start = Path(phase[phase.index("--fine-tune") + 1])
+        assert start.is_file() and start.parent.parent == tmp_path
+    assert (tmp_path / f"phase{len(runs)}" / "model.safetensors").is_file()

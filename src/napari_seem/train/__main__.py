@@ -2,7 +2,7 @@
 
 Examples::
 
-    python -m napari_seem.train --out runs/tiny                      # reproduce seem_tiny_synthetic
+    python -m napari_seem.train --reproduce --out runs/tiny          # reproduce seem_tiny_synthetic
     python -m napari_seem.train --fine-tune seem_tiny_synthetic --data my_folder --steps 500 \\
         --classes nucleus --out runs/mine
 """
@@ -60,6 +60,16 @@ def objective_config(overrides: list[str]) -> ObjectiveConfig:
     return cfg
 
 
+def recipe(out: str) -> list[list[str]]:
+    """The phases that produce ``seem_tiny_synthetic`` (see its model card), as argument lists."""
+    out_dir, config = Path(out), str(DEFAULT_CONFIG)
+    return [
+        ["--out", str(out_dir / "phase1"), "--steps", "2800", "--seed", "0"],
+        ["--fine-tune", str(out_dir / "phase1" / "model.safetensors"), "--config", config, "--steps", "1500",
+         "--lr", "3e-4", "--seed", "1", "--image-sizes", "160", "192", "224", "256", "--out", str(out_dir / "phase2")],
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m napari_seem.train", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/seem_tiny_synthetic", help="output folder (checkpoints, weights, config)")
@@ -81,7 +91,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--objective", nargs="+", default=[], metavar="FIELD=VALUE",
                    help="task mix / loss weight overrides, e.g. max_prompted_objects=8 spatial_mask_weight=10 "
                         "(fields of napari_seem.train.ObjectiveConfig)")
+    p.add_argument("--reproduce", action="store_true",
+                   help="run every phase that produced the shipped seem_tiny_synthetic weights, in --out/phaseN "
+                        "(the last phase's model.safetensors equals the shipped file)")
     args = p.parse_args(argv)
+    if args.reproduce:
+        for phase in recipe(args.out):
+            main(phase)
+        return
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
