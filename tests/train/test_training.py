@@ -1,10 +1,19 @@
 from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from napari_seem.model import build_seem, read_state_dict, save_safetensors
-from napari_seem.train import FolderDataset, TextBank, TrainConfig, VOCABULARY, synthetic_sample, train, training_step
+from napari_seem.train import (
+    VOCABULARY,
+    FolderDataset,
+    TextBank,
+    TrainConfig,
+    synthetic_sample,
+    train,
+    training_step,
+)
 from napari_seem.train.__main__ import main
 from napari_seem.train.objective import ObjectiveConfig
 
