@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 4e-4, fine-tuning 1e-4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=TrainConfig.threads)
+    p.add_argument("--device", default=TrainConfig.device,
+                   help="cpu (default, deterministic), cuda, mps or auto (CUDA, then MPS, then CPU)")
     p.add_argument("--image-sizes", type=int, nargs="+", default=list(TrainConfig.image_sizes),
                    help="synthetic image sizes in pixels (one drawn per step)")
     p.add_argument("--crop", type=int, default=256, help="crop size of user images")
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         config = args.config or str(DEFAULT_CONFIG)
         model = new_model(config, args.seed)
         lr = args.lr or TrainConfig.lr
-    cfg = TrainConfig(steps=args.steps, lr=lr, seed=args.seed, threads=args.threads,
+    cfg = TrainConfig(steps=args.steps, lr=lr, seed=args.seed, threads=args.threads, device=args.device,
                       checkpoint_every=args.checkpoint_every, vocabulary=tuple(args.classes),
                       image_sizes=tuple(args.image_sizes),
                       warmup=min(TrainConfig.warmup, max(1, args.steps // 10)),

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..engine.device import resolve_device
 from ..model import SEEM, build_seem, save_safetensors
 from .data import VOCABULARY, FolderDataset, Sample, synthetic_sample
 from .objective import ObjectiveConfig, TextBank, training_step
@@ -36,6 +37,8 @@ class TrainConfig:
     seed: int = 0
     #: torch CPU threads; 1 is fastest on a small machine shared with other processes
     threads: int = 1
+    #: "cpu" (deterministic; how the shipped weights were made), "cuda", "mps" or "auto"
+    device: str = "cpu"
     checkpoint_every: int = 250
     vocabulary: tuple[str, ...] = VOCABULARY
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -137,13 +140,14 @@ def train(
     torch.set_num_threads(cfg.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    model.to(resolve_device(cfg.device))
     model.train()
     text_bank = TextBank(model.lang_encoder, tuple(cfg.vocabulary))
     optimizer = make_optimizer(model, cfg)
     start = 0
     ckpt_path = out_dir / "checkpoint.pt"
     if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, weights_only=True)
+        state = torch.load(ckpt_path, weights_only=True, map_location=next(model.parameters()).device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
@@ -178,7 +182,7 @@ def train(
 
 def export(model: SEEM, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
     """Write the weights as safetensors (fp16 by default: half the size; inference runs in fp32)."""
-    state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu() for k, v in model.state_dict().items()}
     return save_safetensors(state, path)
 
 

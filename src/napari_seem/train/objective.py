@@ -52,6 +52,10 @@ class ObjectiveConfig:
     prompt_class_weights: tuple[float, ...] = (1.0, 1.0, 0.15)
 
 
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 def _normalize(x: Tensor) -> Tensor:
     return x / (x.norm(dim=-1, keepdim=True) + 1e-7)
 
@@ -73,7 +77,8 @@ class TextBank:
 
     def class_embeddings(self, lang_encoder: torch.nn.Module) -> Tensor:
         """``[K + 1, D]`` normalised class embeddings (background last)."""
-        _, end = lang_encoder.encode_tokens(self.input_ids, self.attention_mask)
+        device = _device(lang_encoder)
+        _, end = lang_encoder.encode_tokens(self.input_ids.to(device), self.attention_mask.to(device))
         mean = _normalize(end).view(len(self.names), len(PROMPT_TEMPLATES), -1).mean(1)
         return mean / mean.norm(dim=-1, keepdim=True)
 
@@ -110,14 +115,16 @@ def simulate_prompts(
     shape = tuple(sample.rgb.shape[-2:])
     hp, wp = features.padded_size
 
+    device = _device(model)
+
     def pad(masks: np.ndarray) -> Tensor:
-        return torch.from_numpy(np.pad(masks, ((0, 0), (0, hp - shape[0]), (0, wp - shape[1]))))
+        return torch.from_numpy(np.pad(masks, ((0, 0), (0, hp - shape[0]), (0, wp - shape[1])))).to(device)
 
     if rng.random() < cfg.propagation_share:
         moved = np.stack([perturbed_mask(sample.full[i], rng) for i in chosen])
         pos, neg = stack_prompts([ObjectPrompt(mask=m) for m in moved], shape, shape)
         amplitude = float(rng.uniform(2.0, 10.0))
-        prev = amplitude * (2 * downsample_targets(torch.from_numpy(moved), (hp // 4, wp // 4)) - 1)
+        prev = amplitude * (2 * downsample_targets(torch.from_numpy(moved).to(device), (hp // 4, wp // 4)) - 1)
         return pad(pos), pad(neg), prev.view(1, len(chosen), hp // 4, wp // 4)
 
     states = [_first_prompt(sample, i, cfg, rng) for i in chosen]
@@ -131,7 +138,7 @@ def simulate_prompts(
             out = model.predictor(levels, mask_features, pos_masks=pad(pos), neg_masks=pad(neg), prev_mask=prev,
                                   generator=generator, object_queries=False, return_aux=False)
             prev = out.selected_masks.detach()
-            pred = (upsample(prev[0], shape) > 0).numpy()
+            pred = (upsample(prev[0].float(), shape) > 0).cpu().numpy()
             for k, i in enumerate(chosen):
                 click = next_click(pred[k], sample.full[i])
                 if click is not None:
@@ -146,8 +153,9 @@ def _stages(out) -> list:
 
 def panoptic_losses(out, sample: Sample, cfg: ObjectiveConfig, small_size: tuple[int, int]) -> Tensor:
     """Object queries vs. the visible instances: matched class CE + BCE + dice, every stage."""
-    targets = torch.from_numpy(sample.visible)
-    classes = torch.from_numpy(sample.classes)
+    device = out.masks.device
+    targets = torch.from_numpy(sample.visible).to(device)
+    classes = torch.from_numpy(sample.classes).to(device)
     small = downsample_targets(targets, small_size)
     total = 0.0
     for stage in _stages(out):
@@ -164,8 +172,9 @@ def spatial_losses(model, out, sample: Sample, chosen: np.ndarray, cfg: Objectiv
     """Per prompted object, the best of its spatial queries learns the mask; the prompt embedding
     learns to select that query (SEEM's ``loss_spatial_ce``); its caption learns the class."""
     n, per = len(chosen), model.predictor.queries_per_object
-    targets = torch.from_numpy(sample.full[chosen])
-    classes = torch.from_numpy(sample.classes[chosen])
+    device = out.masks.device
+    targets = torch.from_numpy(sample.full[chosen]).to(device)
+    classes = torch.from_numpy(sample.classes[chosen]).to(device)
     small = downsample_targets(targets, small_size)
     pos_embeds = out.pos_embeds[0]  # [n, C]
     total = 0.0
@@ -177,14 +186,14 @@ def spatial_losses(model, out, sample: Sample, chosen: np.ndarray, cfg: Objectiv
             query, _ = match_queries(masks[k].view(per, *small_size), None, small[k:k + 1],
                                      classes[k:k + 1], 0.0, cfg.spatial_mask_weight, cfg.spatial_dice_weight)
             best.append(int(query[0]))
-        best_t = torch.tensor(best)
-        chosen_masks = masks[torch.arange(n), best_t].view(n, *small_size)
+        best_t = torch.tensor(best, device=device)
+        chosen_masks = masks[torch.arange(n, device=device), best_t].view(n, *small_size)
         bce, dice = full_mask_loss(chosen_masks, targets)
         select = F.cross_entropy(torch.einsum("nqc,nc->nq", embeds, pos_embeds), best_t)
         total = total + cfg.spatial_mask_weight * bce + cfg.spatial_dice_weight * dice
         total = total + cfg.spatial_select_weight * select
         if stage is out:
-            captions = stage.spatial_captions[0].view(n, per, -1)[torch.arange(n), best_t]
+            captions = stage.spatial_captions[0].view(n, per, -1)[torch.arange(n, device=device), best_t]
             logits = model.lang_encoder.compute_similarity(captions, class_emb)
             total = total + cfg.spatial_class_weight * F.cross_entropy(logits, classes)
     return total
@@ -194,10 +203,11 @@ def grounding_losses(model, out, targets: np.ndarray, phrase_emb: Tensor, cfg: O
                      small_size: tuple[int, int]) -> Tensor:
     """Grounding queries vs. every instance of the phrase's class: Hungarian-matched BCE + dice,
     and the phrase similarity pulls the matched queries up among all grounding queries."""
-    masks_t = torch.from_numpy(targets)
+    device = out.masks.device
+    masks_t = torch.from_numpy(targets).to(device)
     small = downsample_targets(masks_t, small_size)
     total = 0.0
-    dummy = torch.zeros(len(targets), dtype=torch.long)
+    dummy = torch.zeros(len(targets), dtype=torch.long, device=device)
     for stage in _stages(out):
         masks = stage.grounding_masks[0]
         sim = model.lang_encoder.grounding_similarity(stage.grounding_captions[0], phrase_emb)[:, 0]
@@ -216,7 +226,7 @@ def training_step(
     rng: np.random.Generator, generator: torch.Generator,
 ) -> dict[str, Tensor]:
     """Losses of one image (call ``backward`` on ``["total"]``)."""
-    features = model.encode_image(sample.rgb)
+    features = model.encode_image(sample.rgb.to(_device(model)))
     hp, wp = features.padded_size
     small_size = (hp // 4, wp // 4)
     lang = model.lang_encoder
