@@ -22,9 +22,22 @@ from torch import Tensor
 from ..engine.prompts import ObjectPrompt, stack_prompts
 from ..model.language.encoder import clean_class_name
 from ..model.language.templates import PROMPT_TEMPLATES
-from .clicks import ClickState, centre_click, next_click, perturbed_mask, random_click, random_stroke
+from .clicks import (
+    ClickState,
+    centre_click,
+    next_click,
+    perturbed_mask,
+    random_click,
+    random_stroke,
+)
 from .data import Sample
-from .losses import class_loss, downsample_targets, full_mask_loss, match_queries, upsample
+from .losses import (
+    class_loss,
+    downsample_targets,
+    full_mask_loss,
+    match_queries,
+    upsample,
+)
 
 
 @dataclass
