@@ -78,8 +78,11 @@ class ConvNorm(nn.Conv2d):
         may write its result into ``x``'s memory.
         """
         x = self._conv(x, reuse_input)
-        if isinstance(self.norm, nn.GroupNorm) and not torch.is_grad_enabled():
-            x = group_norm_(x, self.norm)  # in place in inference: one full-size map less at the peak
+        if (isinstance(self.norm, nn.GroupNorm) and not torch.is_grad_enabled()
+                and x.dtype == torch.float32 and x.is_contiguous()):
+            # in place in inference: one full-size map less at the peak (fp32 only: under GPU
+            # autocast the module itself computes its statistics in fp32)
+            x = group_norm_(x, self.norm)
         elif self.norm is not None:
             x = self.norm(x)
         if self.activation is F.relu and not torch.is_grad_enabled():
