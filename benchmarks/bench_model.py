@@ -3,7 +3,9 @@
 Builds the full-size ``seem_focalt_v1`` architecture with random weights (timings do not depend
 on the weights) and prints, per image size, the median time of:
 
-* encode (backbone + pixel decoder) and the decoder's per-image preparation (fast path only);
+* encode (backbone + pixel decoder) with the pixel decoder's large 3x3 convolutions computed
+  directly (reference column) and as Winograd ``F(4x4, 3x3)`` (fast column, what the model
+  uses), and the decoder's per-image preparation (fast path only);
 * one positive click, a second round (positive + negative click with the first round's mask as
   memory), text grounding and segment-everything (object queries with class logits), each
   decoded on cached image features by the reference path (raw features, every stage at full
@@ -33,7 +35,7 @@ from typing import Callable
 
 import torch
 
-from napari_seem.model import build_seem
+from napari_seem.model import build_seem, winograd
 from napari_seem.model.decoder import DecoderOutput
 
 PHRASE = "the large object in the middle"
@@ -77,8 +79,13 @@ def bench_size(model, size: int, repeats: int) -> list[tuple[str, float, float |
     image = torch.randint(0, 256, (3, size, size), generator=generator).float()
     rows = []
 
+    with winograd.enabled(False):
+        direct_s, direct = _median_time(lambda: model.encode_image(image), repeats)
     encode_s, features = _median_time(lambda: model.encode_image(image), repeats)
-    rows.append(("encode (backbone + pixel decoder)", encode_s, None, ""))
+    diff = (features.mask_features - direct.mask_features).abs().max().item()
+    rows.append(("encode (backbone + pixel decoder)", direct_s, encode_s,
+                 f"direct vs Winograd 3x3 convs, mask features max|diff| {diff:.1e}"))
+    del direct
     raw = (features.multi_scale_features, features.mask_features)
     prepare_s, prepared = _median_time(lambda: decoder.prepare_features(*raw), repeats)
     cache_mib = prepared.nbytes() / 2**20

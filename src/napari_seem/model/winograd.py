@@ -141,8 +141,7 @@ def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, m: int = 4,
     k = weight.shape[0]
     u = transform_filter(weight, m) if filters is None else filters
     tiles_h, tiles_w = -(-h // m), -(-w // m)
-    kron_b = torch.kron(bt, bt).to(x)  # [t*t, t*t]: 2-D input transform of flattened tiles
-    kron_a = torch.kron(at, at).to(x)  # [m*m, t*t]: 2-D output transform
+    bt, at = bt.to(x), at.to(x)
     if strip_tiles is None:
         strip_tiles = max(1, 256 // tiles_w)  # ~256 tiles per matrix product: fastest measured
     if out is None:
@@ -161,10 +160,12 @@ def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, m: int = 4,
                 _write(out, *pending)
             tiles = rows.unfold(1, t, m).unfold(2, t, m)  # [C, TR, TW, t, t]
             n = (r1 - r0) * tiles_w
-            d = tiles.permute(3, 4, 0, 1, 2).reshape(t * t, c * n)
-            v = (kron_b @ d).view(t * t, c, n)
+            d = tiles.permute(3, 4, 0, 1, 2).reshape(t, t * c * n)
+            # 2-D input transform BT d B, one axis at a time (3x fewer operations than kron(BT, BT))
+            v = torch.matmul(bt, (bt @ d).view(t, t, c * n)).view(t * t, c, n)
             mm = torch.bmm(u, v)  # [t*t, K, n]: the convolution, one matrix product per tile position
-            pending = (i, r0 * m, (kron_a @ mm.view(t * t, k * n)).view(m, m, k, r1 - r0, tiles_w))
+            y = torch.matmul(at, (at @ mm.view(t, t * k * n)).view(m, t, k * n))
+            pending = (i, r0 * m, y.view(m, m, k, r1 - r0, tiles_w))
     _write(out, *pending)
     if bias is not None:
         out += bias.view(1, -1, 1, 1)

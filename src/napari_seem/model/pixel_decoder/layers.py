@@ -48,6 +48,18 @@ class ConvNorm(nn.Conv2d):
         self.activation = activation
         c2_xavier_fill(self)
 
+    def _is_pointwise(self, x: Tensor) -> bool:
+        return (
+            not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dtype == self.weight.dtype
+            and x.is_contiguous()
+            and self.kernel_size == (1, 1)
+            and self.stride == (1, 1)
+            and self.padding == (0, 0)
+            and self.groups == 1
+        )
+
     def _use_winograd(self, x: Tensor) -> bool:
         return (
             winograd.is_enabled()
@@ -64,6 +76,18 @@ class ConvNorm(nn.Conv2d):
         )
 
     def _conv(self, x: Tensor, reuse_input: bool) -> Tensor:
+        if self._is_pointwise(x):
+            # a 1x1 convolution is a matrix product over the channels: on the CPU a plain GEMM on
+            # the NCHW map is ~2x faster than oneDNN's convolution for these shapes
+            b, c, h, w = x.shape
+            weight = self.weight.view(self.out_channels, c)
+            out = x.new_empty(b, self.out_channels, h * w)
+            for i in range(b):  # [K, C] @ [C, HW]: written straight in NCHW order
+                if self.bias is None:
+                    torch.mm(weight, x[i].view(c, h * w), out=out[i])
+                else:
+                    torch.addmm(self.bias[:, None], weight, x[i].view(c, h * w), out=out[i])
+            return out.view(b, self.out_channels, h, w)
         if not self._use_winograd(x):
             return super().forward(x)
         out = x if reuse_input and self.in_channels == self.out_channels and x.is_contiguous() else None
@@ -95,9 +119,13 @@ class ConvNorm(nn.Conv2d):
 def group_norm_(x: Tensor, norm: nn.GroupNorm) -> Tensor:
     """``norm(x)`` computed in place in ``x`` (contiguous ``[B, C, ...]``), for inference."""
     b, c = x.shape[:2]
-    grouped = x.view(b, norm.num_groups, -1)
-    var, mean = torch.var_mean(grouped, dim=-1, unbiased=False, keepdim=True)
-    grouped.sub_(mean).mul_((var + norm.eps).rsqrt_())
+    rows = x.view(b * norm.num_groups, -1)
+    n = rows.shape[1]
+    # two passes, both fast: the mean, then the centred second moment as dot products (Welford's
+    # var_mean is 4x slower on CPU; centring first keeps the variance free of cancellation)
+    rows.sub_(rows.sum(-1, keepdim=True) / n)
+    var = torch.bmm(rows[:, None, :], rows[:, :, None])[:, 0] / n
+    rows.mul_((var + norm.eps).rsqrt_())
     if norm.affine:
         shape = (1, c) + (1,) * (x.dim() - 2)
         x.mul_(norm.weight.view(shape)).add_(norm.bias.view(shape))
