@@ -3,8 +3,9 @@
     python benchmarks/eval_shipped_model.py [--model seem_tiny_synthetic] [--images 4] [--sequences 1]
 
 Prints every metric beside its target and exits 1 when any target is missed. The shipped preview
-model does not meet them yet (see its model card); once a model does, these exact thresholds
-become a test (the acceptance test of the embedded default model).
+model does not meet them yet (see its model card); ``tests/train/test_shipped_quality.py`` runs
+the same thresholds as a strict expected failure, to be turned into a plain test once a model
+meets them.
 """
 from __future__ import annotations
 

@@ -67,6 +67,9 @@ def recipe(out: str) -> list[list[str]]:
         ["--out", str(out_dir / "phase1"), "--steps", "2800", "--seed", "0"],
         ["--fine-tune", str(out_dir / "phase1" / "model.safetensors"), "--config", config, "--steps", "1500",
          "--lr", "3e-4", "--seed", "1", "--image-sizes", "160", "192", "224", "256", "--out", str(out_dir / "phase2")],
+        ["--fine-tune", str(out_dir / "phase2" / "model.safetensors"), "--config", config, "--steps", "3600",
+         "--lr", "3e-4", "--seed", "2", "--image-sizes", "192", "224", "256",
+         "--objective", "max_prompted_objects=8", "max_rounds=3", "--out", str(out_dir / "phase3")],
     ]
 
 
