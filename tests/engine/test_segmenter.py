@@ -202,3 +202,12 @@ def test_each_object_is_named_from_its_own_selected_query(tiny_segmenter, cells)
     result = tiny_segmenter.predict(prompts)
     assert result.class_names == names
     np.testing.assert_allclose(result.class_scores, scores, rtol=1e-6)
+
+
+def test_rejected_image_keeps_the_current_one(tiny_segmenter, cells):
+    """A bad image is refused before anything is released: the image set before stays usable."""
+    tiny_segmenter.set_image(cells)
+    with pytest.raises(ValueError, match="NaN"):
+        tiny_segmenter.set_image(np.full((10, 10), np.nan))
+    assert tiny_segmenter.image_shape == cells.shape[:2]
+    assert len(tiny_segmenter.predict(ObjectPrompt(points=[(40, 50)]))) == 1

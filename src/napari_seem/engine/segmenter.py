@@ -167,18 +167,21 @@ class Segmenter:
             channel: for ``[H, W, C]`` multichannel images, the channel to use.
         """
         with self._lock:
-            # the previous image's features are not needed while encoding this one (the feature
-            # cache keeps them if its budget allows): release them first, it lowers the peak
-            self._image = None
-            self._image = self._encode(image, normalize, channel)
+            self._image = self._encode(image, normalize, channel, replaces_current=True)
 
-    def _encode(self, image: np.ndarray, normalize: Normalize, channel: int | None) -> _ImageState:
+    def _encode(self, image: np.ndarray, normalize: Normalize, channel: int | None,
+                replaces_current: bool = False) -> _ImageState:
         prepared = prepare_image(image, normalize=normalize, channel=channel,
                                  short_side=self.short_side, max_side=self.max_side)
         key = image_signature(np.asarray(image), str(normalize), channel, self.short_side, self.max_side, self._model_key)
         features = self.cache.get(key)
         with inference_context(self.device, self.precision):
             if features is None:
+                if replaces_current:
+                    # the image is valid (prepare_image checked it): the current image's features
+                    # are not needed while encoding its successor (the cache keeps them if its
+                    # budget allows); releasing them first lowers the peak
+                    self._image = None
                 features = self.model.encode_image(prepared.rgb.to(self.device))
                 release_memory()  # the encoder's freed intermediates, before the decoder's data grows
             elif features.mask_features.device.type != self.device.type:  # read back from disk
