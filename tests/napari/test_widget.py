@@ -41,13 +41,19 @@ def _disk(center, shape=(64, 80)):
     return mask
 
 
-def test_points_prompt_gives_labels_with_features(setup, qtbot):
+def _click_and_segment(setup, qtbot):
+    """A viewer with the widget's prompt layers, one positive click at (20, 20), segmented."""
     viewer, widget = setup()
     widget.add_prompt_layers()
     points = viewer.layers["SEEM points"]
     points.add([[20, 20]])
     widget.segment()
     _wait(qtbot, widget)
+    return viewer, widget, points
+
+
+def test_points_prompt_gives_labels_with_features(setup, qtbot):
+    viewer, widget, points = _click_and_segment(setup, qtbot)
     out = viewer.layers["cells seem"]
     assert out.data.shape == (64, 80) and out.data.dtype == np.int32
     np.testing.assert_array_equal(out.data == 1, _disk((20, 20)))
@@ -111,12 +117,7 @@ def test_nd_uses_the_viewed_slice_only(setup, qtbot):
 
 
 def test_correction_uses_memory_and_keeps_the_id(setup, qtbot):
-    viewer, widget = setup()
-    widget.add_prompt_layers()
-    points = viewer.layers["SEEM points"]
-    points.add([[20, 20]])
-    widget.segment()
-    _wait(qtbot, widget)
+    viewer, widget, points = _click_and_segment(setup, qtbot)
     first = widget.segmenter.calls[-1][1]
     assert first["previous"] is None
     points.feature_defaults = {"label": "negative", "object": 1}
@@ -135,12 +136,7 @@ def test_correction_uses_memory_and_keeps_the_id(setup, qtbot):
 
 
 def test_next_object_keeps_existing_and_undo_is_exact(setup, qtbot):
-    viewer, widget = setup()
-    widget.add_prompt_layers()
-    points = viewer.layers["SEEM points"]
-    points.add([[20, 20]])
-    widget.segment()
-    _wait(qtbot, widget)
+    viewer, widget, points = _click_and_segment(setup, qtbot)
     out = viewer.layers["cells seem"]
     after_first = out.data.copy()
     widget.accept()
