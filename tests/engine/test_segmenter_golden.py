@@ -11,8 +11,8 @@ TOL = 1e-4
 
 @pytest.fixture
 def exact(tiny_model):
-    """No resizing, so the model sees exactly the case's image."""
-    return Segmenter(tiny_model, device="cpu", short_side=None)
+    """No resizing, so the model sees exactly the case's image; SEEM's raw masks (no region filter)."""
+    return Segmenter(tiny_model, device="cpu", short_side=None, connected_objects=False)
 
 
 def _hwc(image: torch.Tensor) -> np.ndarray:

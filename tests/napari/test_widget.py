@@ -297,3 +297,17 @@ def test_errors_are_reported_not_raised(setup, qtbot):
     assert "model" in str(widget.last_error)
     widget.propagate()
     assert widget.worker is None
+
+
+def test_one_region_option_follows_and_sets_the_segmenter(setup):
+    raw = FakeSegmenter()
+    raw.connected_objects = False
+    viewer, widget = setup(segmenter=raw)
+    assert not widget.connected_check.isChecked()
+    widget.connected_check.setChecked(True)
+    assert raw.connected_objects is True
+    other = FakeSegmenter()
+    other.connected_objects = False
+    widget.set_segmenter(other, "other")
+    assert not widget.connected_check.isChecked() and other.connected_objects is False
+    assert raw.connected_objects is True  # the previous segmenter is no longer touched

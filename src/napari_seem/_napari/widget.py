@@ -84,6 +84,8 @@ class SeemWidget(QWidget):
         self._progress_timer.setInterval(PROGRESS_INTERVAL_MS)
         self._progress_timer.timeout.connect(self._show_progress)
         self._build()
+        if segmenter is not None:
+            self.connected_check.setChecked(bool(getattr(segmenter, "connected_objects", True)))
         self._connect_viewer()
         self.refresh_layers()
         install_shortcuts(self.viewer, self)
@@ -172,7 +174,17 @@ class SeemWidget(QWidget):
         self.memory_check.setToolTip("Segment again after adding clicks: the previous mask of the same "
                                      "object is SEEM's memory prompt and the object keeps its id")
         form.addRow(self.memory_check)
+        self.connected_check = QCheckBox("One region per prompted object")
+        self.connected_check.setChecked(True)
+        self.connected_check.setToolTip("Keep only the parts of each mask connected to its clicks, shapes or "
+                                        "painted mask (not look-alike objects elsewhere); off: SEEM's raw masks")
+        self.connected_check.toggled.connect(self._set_connected_objects)
+        form.addRow(self.connected_check)
         return box
+
+    def _set_connected_objects(self, checked: bool) -> None:
+        if self.segmenter is not None:
+            self.segmenter.connected_objects = bool(checked)
 
     def _actions_box(self) -> QGroupBox:
         box = QGroupBox("Segment")
@@ -373,6 +385,7 @@ class SeemWidget(QWidget):
         self.segmenter = segmenter
         self.model_name = name
         self._last = None
+        self.connected_check.setChecked(bool(getattr(segmenter, "connected_objects", True)))
         self.model_label.setText(f"{name} ready")
         vocabulary = list(getattr(segmenter, "vocabulary", []) or [])
         self.vocab_edit.setPlainText("\n".join(vocabulary))

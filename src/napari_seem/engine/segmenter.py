@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ..model import SEEM, from_pretrained
 from ..model.postprocess import panoptic_inference
 from ..model.seem import ImageFeatures
+from .connected import keep_prompted_regions_all, split_regions
 from .device import inference_context, release_memory, resolve_device
 from .feature_cache import FeatureCache, image_signature, model_fingerprint
 from .image import DEFAULT_MAX_SIDE, DEFAULT_SHORT_SIDE, Normalize, PreparedImage, logits_to_original, prepare_image
@@ -65,6 +66,11 @@ class Segmenter:
             first time).
         feature_dir: folder where encoded images are also kept on disk, keyed by image content,
             preprocessing and model weights, so re-opening a dataset does not re-encode it.
+        connected_objects: one object, one connected region (see :mod:`napari_seem.engine.connected`):
+            a prompted object keeps only the regions of its mask that its positive prompt touches
+            (a click marks one object, not every look-alike in the image); automatic mode and
+            text search give one object per separate region of a "thing" segment. ``False``
+            returns SEEM's raw masks.
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class Segmenter:
         text_cache_dir: str | Path | None = "default",
         templates: bool | str = "auto",
         feature_dir: str | Path | None = None,
+        connected_objects: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = precision
@@ -90,6 +97,7 @@ class Segmenter:
         self.short_side = short_side
         self.max_side = max_side
         self.seed = int(seed)
+        self.connected_objects = bool(connected_objects)
         self.text_cache_dir = default_cache_dir() if text_cache_dir == "default" else text_cache_dir
         if templates not in (True, False, "auto"):
             raise ValueError(f"templates must be True, False or 'auto', got {templates!r}")
@@ -320,7 +328,11 @@ class Segmenter:
             captions = out.selected_captions()[0].float()
         names, class_scores = self._name(captions)
         previous_ids = None if previous is None else previous.object_ids
-        return self._result(state, logits, names, class_scores, object_ids=previous_ids)
+        regions = None
+        if self.connected_objects:
+            shape = state.prepared.original_shape
+            regions = stack_prompts(prompts, shape, shape)[0]
+        return self._result(state, logits, names, class_scores, object_ids=previous_ids, prompt_regions=regions)
 
     def _name(self, captions: torch.Tensor, vocabulary: Vocabulary | None = None) -> tuple[list[str], np.ndarray]:
         """Class name and probability for ``[N, D]`` text-space embeddings (background excluded)."""
@@ -339,12 +351,17 @@ class Segmenter:
         h, w = state.prepared.model_shape
         return up[:, :h, :w]
 
-    def _result(self, state, logits: torch.Tensor, names, class_scores, object_ids=None) -> Segmentation:
+    def _result(self, state, logits: torch.Tensor, names, class_scores, object_ids=None,
+                prompt_regions: np.ndarray | None = None) -> Segmentation:
+        """Masks at the original resolution; with ``prompt_regions`` ``[N, H, W]`` (the objects'
+        positive prompts there), only the mask regions connected to them are kept."""
         model_grid = self._to_model_grid(state, logits)
         full = logits_to_original(model_grid, state.prepared.original_shape)
         masks = (full > 0).cpu().numpy()
+        if prompt_regions is not None:
+            masks = keep_prompted_regions_all(masks, prompt_regions)
         probs = full.sigmoid()
-        inside = (full > 0).float()
+        inside = torch.from_numpy(masks).to(full.device).float()
         scores = ((probs * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp_min(1)).cpu().numpy()
         return Segmentation(
             masks=masks,
@@ -410,15 +427,19 @@ class Segmenter:
             return Segmentation.empty(state.prepared.original_shape)
         seg = panoptic.segmentation[None].float()
         labels = F.interpolate(seg[None], size=state.prepared.original_shape, mode="nearest")[0, 0].long()
-        ids = [s["id"] for s in panoptic.segments]
-        masks = torch.stack([labels == i for i in ids]).cpu().numpy()
+        segments = panoptic.segments
+        masks = torch.stack([labels == s["id"] for s in segments]).cpu().numpy()
+        source = np.arange(len(segments))
+        if self.connected_objects:
+            masks, source = split_regions(masks, np.array([s["isthing"] for s in segments]))
+        scores = np.asarray([segments[k]["score"] for k in source], np.float32)
         return Segmentation(
             masks=masks,
-            scores=np.asarray([s["score"] for s in panoptic.segments], np.float32),
-            class_names=[vocab.names[s["category_id"]] for s in panoptic.segments],
-            class_scores=np.asarray([s["score"] for s in panoptic.segments], np.float32),
-            memory=out.masks[0, keep_queries].float().cpu().numpy(),
-            object_ids=np.arange(1, len(ids) + 1),
+            scores=scores,
+            class_names=[vocab.names[segments[k]["category_id"]] for k in source],
+            class_scores=scores.copy(),
+            memory=out.masks[0, [keep_queries[k] for k in source]].float().cpu().numpy(),
+            object_ids=np.arange(1, len(source) + 1),
         )
 
     def _segment_queries(self, state: _ImageState, cls_logits: torch.Tensor, mask_logits: torch.Tensor,

@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--image-sizes", type=int, nargs="+", default=list(TrainConfig.image_sizes),
                    help="synthetic image sizes in pixels (one drawn per step)")
     p.add_argument("--crop", type=int, default=256, help="crop size of user images")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights with this decay (e.g. 0.999) "
+                        "and export it instead of the last weights")
     p.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint.pt in --out")
     p.add_argument("--objective", nargs="+", default=[], metavar="FIELD=VALUE",
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         model = new_model(config, args.seed)
         lr = args.lr or TrainConfig.lr
     cfg = TrainConfig(steps=args.steps, lr=lr, seed=args.seed, threads=args.threads, device=args.device,
-                      checkpoint_every=args.checkpoint_every, vocabulary=tuple(args.classes),
+                      checkpoint_every=args.checkpoint_every, ema=args.ema, vocabulary=tuple(args.classes),
                       image_sizes=tuple(args.image_sizes),
                       warmup=min(TrainConfig.warmup, max(1, args.steps // 10)),
                       objective=objective_config(args.objective))

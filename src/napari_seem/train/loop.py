@@ -40,6 +40,9 @@ class TrainConfig:
     #: "cpu" (deterministic; how the shipped weights were made), "cuda", "mps" or "auto"
     device: str = "cpu"
     checkpoint_every: int = 250
+    #: decay of an exponential moving average of the weights (0: off); with it, the averaged
+    #: weights are the result (they smooth out the noise of batch-1 steps)
+    ema: float = 0.0
     vocabulary: tuple[str, ...] = VOCABULARY
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
@@ -120,6 +123,23 @@ class Progress:
             sys.stderr.write("\n")
 
 
+class WeightAverage:
+    """Exponential moving average of a model's floating-point parameters and buffers."""
+
+    def __init__(self, model: SEEM, decay: float) -> None:
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: SEEM) -> None:
+        current = model.state_dict()
+        for k, avg in self.state.items():
+            avg.lerp_(current[k].detach(), 1.0 - self.decay)
+
+    def copy_to(self, model: SEEM) -> None:
+        model.load_state_dict(self.state, strict=False)
+
+
 def sample_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
@@ -135,7 +155,8 @@ def train(
     """Train ``model`` in place for ``cfg.steps`` steps; checkpoints and the final weights go to ``out_dir``.
 
     ``data`` is a user folder (fine-tuning); None trains on synthetic images. With ``resume``, a
-    ``checkpoint.pt`` in ``out_dir`` is continued from its step.
+    ``checkpoint.pt`` in ``out_dir`` is continued from its step. With ``cfg.ema``, the model ends
+    with the averaged weights.
     """
     torch.set_num_threads(cfg.threads)
     out_dir = Path(out_dir)
@@ -144,12 +165,15 @@ def train(
     model.train()
     text_bank = TextBank(model.lang_encoder, tuple(cfg.vocabulary))
     optimizer = make_optimizer(model, cfg)
+    average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
     start = 0
     ckpt_path = out_dir / "checkpoint.pt"
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, weights_only=True, map_location=next(model.parameters()).device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if average is not None and "ema" in state:
+            average.state = state["ema"]
         start = int(state["step"])
         log(f"resumed from {ckpt_path} at step {start}")
     progress = Progress(cfg.steps, start)
@@ -167,15 +191,22 @@ def train(
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if average is not None:
+            average.update(model)
         for k, v in losses.items():
             value = float(v.detach())
             running[k] = 0.98 * running.get(k, value) + 0.02 * value
         progress.update(" ".join(f"{k}={v:.3f}" for k, v in running.items()))
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
-                        "config": asdict(cfg)}, ckpt_path)
+            checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
+                          "config": asdict(cfg)}
+            if average is not None:
+                checkpoint["ema"] = average.state
+            torch.save(checkpoint, ckpt_path)
             log(f"step {step + 1}: " + " ".join(f"{k}={v:.4f}" for k, v in running.items()))
     progress.close()
+    if average is not None:
+        average.copy_to(model)
     model.eval()
     return model
 

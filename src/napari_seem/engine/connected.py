@@ -1,0 +1,79 @@
+"""One object, one connected region: the engine's rules on top of SEEM's masks.
+
+SEEM scores every pixel against an object's embedding, so a mask can also light up other objects
+that look alike elsewhere in the image (many nuclei look the same). The engine therefore
+
+* keeps, per **prompted** object (a click, box, stroke or painted mask marks ONE object), the
+  connected regions of its mask that touch the object's positive prompt; when none touches it
+  (the click fell just beside the predicted mask), the region nearest to the prompt;
+* splits, in **automatic mode and text search**, a "thing" segment made of separate regions into
+  one object per region (regions under 5 % of the segment's largest region are dropped).
+
+Regions are 8-connected. Objects that really consist of separate pieces can keep them all: prompt
+each piece (a click on each), or switch the rules off (``Segmenter(connected_objects=False)``).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def keep_prompted_regions(mask: np.ndarray, prompt: np.ndarray) -> np.ndarray:
+    """The connected regions of ``mask`` that touch ``prompt`` (else the one nearest to it).
+
+    Args:
+        mask: ``[H, W]`` bool predicted mask.
+        prompt: ``[H, W]`` bool positive prompt region (clicks, strokes, boxes, polygons, masks).
+
+    Returns:
+        ``[H, W]`` bool, a subset of ``mask``; ``mask`` itself when it is empty, has a single
+        region, or the prompt is empty (an object refined with negative clicks only).
+    """
+    if mask.shape != prompt.shape:
+        raise ValueError(f"mask {mask.shape} and prompt {prompt.shape} differ in shape")
+    if not mask.any() or not prompt.any():
+        return mask
+    labels, n = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    if n <= 1:
+        return mask
+    touched = np.unique(labels[prompt & mask])
+    if touched.size:
+        return np.isin(labels, touched)
+    distance = ndimage.distance_transform_edt(~prompt)
+    nearest = np.asarray(ndimage.minimum(distance, labels, np.arange(1, n + 1)))
+    return labels == int(np.argmin(nearest)) + 1
+
+
+def keep_prompted_regions_all(masks: np.ndarray, prompts: np.ndarray) -> np.ndarray:
+    """:func:`keep_prompted_regions` for ``[N, H, W]`` masks and their ``[N, H, W]`` prompts."""
+    if masks.shape != prompts.shape:
+        raise ValueError(f"masks {masks.shape} and prompts {prompts.shape} differ in shape")
+    return np.stack([keep_prompted_regions(m, p) for m, p in zip(masks, prompts)]) if len(masks) else masks
+
+
+def split_regions(masks: np.ndarray, splittable: np.ndarray, min_fraction: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """One mask per connected region of the ``splittable`` masks (the others stay whole).
+
+    Args:
+        masks: ``[N, H, W]`` bool, non-overlapping.
+        splittable: ``[N]`` bool, which masks to split (e.g. the "thing" classes).
+        min_fraction: regions smaller than this share of their mask's largest region are dropped.
+
+    Returns:
+        ``([M, H, W]`` masks, ``[M]`` index of the source mask of each)``, in source order.
+    """
+    out, source = [], []
+    for k, mask in enumerate(masks):
+        labels, n = ndimage.label(mask, structure=_EIGHT_CONNECTED) if splittable[k] else (None, 1)
+        if n <= 1:
+            out.append(mask)
+            source.append(k)
+            continue
+        areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        for region in np.flatnonzero(areas >= min_fraction * areas.max()):
+            out.append(labels == region + 1)
+            source.append(k)
+    stacked = np.stack(out) if out else np.zeros((0, *masks.shape[1:]), dtype=bool)
+    return stacked, np.asarray(source, dtype=np.int64)

@@ -1,0 +1,138 @@
+"""One region per prompted object: the engine keeps the mask regions its prompt touches."""
+import numpy as np
+import pytest
+
+from napari_seem.engine import ObjectPrompt, Segmenter, Vocabulary
+from napari_seem.engine.connected import keep_prompted_regions, keep_prompted_regions_all, split_regions
+from napari_seem.synthetic import make_image
+
+
+def _blobs() -> np.ndarray:
+    mask = np.zeros((40, 60), bool)
+    mask[5:15, 5:15] = True      # region A
+    mask[20:30, 40:55] = True    # region B
+    mask[30:33, 2:5] = True      # region C (small)
+    return mask
+
+
+def _at(*cells) -> np.ndarray:
+    prompt = np.zeros((40, 60), bool)
+    for r, c in cells:
+        prompt[r, c] = True
+    return prompt
+
+
+def test_keeps_only_the_clicked_region():
+    mask = _blobs()
+    kept = keep_prompted_regions(mask, _at((8, 8)))
+    expected = np.zeros_like(mask)
+    expected[5:15, 5:15] = True
+    assert np.array_equal(kept, expected)
+
+
+def test_keeps_every_region_the_prompt_touches():
+    mask = _blobs()
+    kept = keep_prompted_regions(mask, _at((8, 8), (25, 45)))
+    assert np.array_equal(kept, mask & ~_region_c())
+
+
+def _region_c() -> np.ndarray:
+    c = np.zeros((40, 60), bool)
+    c[30:33, 2:5] = True
+    return c
+
+
+def test_a_click_beside_the_mask_keeps_the_nearest_region():
+    mask = _blobs()
+    kept = keep_prompted_regions(mask, _at((34, 8)))  # below region C, far from A and B
+    assert np.array_equal(kept, _region_c())
+
+
+def test_diagonal_neighbours_are_one_region():
+    mask = np.zeros((10, 10), bool)
+    mask[2, 2] = mask[3, 3] = mask[4, 4] = True
+    assert np.array_equal(keep_prompted_regions(mask, _at((2, 2))[:10, :10]), mask)
+
+
+@pytest.mark.parametrize("case", ["empty mask", "empty prompt", "single region"])
+def test_nothing_to_choose_returns_the_mask(case):
+    mask = np.zeros((40, 60), bool) if case == "empty mask" else _blobs()
+    if case == "single region":
+        mask = _region_c()
+    prompt = np.zeros((40, 60), bool) if case == "empty prompt" else _at((1, 1))
+    assert np.array_equal(keep_prompted_regions(mask, prompt), mask)
+
+
+def test_shapes_must_agree():
+    with pytest.raises(ValueError, match="differ in shape"):
+        keep_prompted_regions(np.zeros((4, 4), bool), np.zeros((4, 5), bool))
+    with pytest.raises(ValueError, match="differ in shape"):
+        keep_prompted_regions_all(np.zeros((2, 4, 4), bool), np.zeros((1, 4, 4), bool))
+    assert keep_prompted_regions_all(np.zeros((0, 4, 4), bool), np.zeros((0, 4, 4), bool)).shape == (0, 4, 4)
+
+
+def test_segmenter_keeps_the_prompted_regions_of_the_raw_mask(tiny_model):
+    """On random golden weights the raw masks are scattered: the kept mask is the part of the
+    raw mask that the prompt touches, the score is recomputed on it, the memory stays raw."""
+    image = make_image((96, 120), seed=3).image
+    raw_seg = Segmenter(tiny_model, device="cpu", short_side=None, connected_objects=False)
+    kept_seg = Segmenter(tiny_model, device="cpu", short_side=None)
+    assert kept_seg.connected_objects
+    prompts = [ObjectPrompt(points=[(48, 60)]), ObjectPrompt(boxes=[(10, 10, 30, 40)])]
+    raw_seg.set_image(image)
+    kept_seg.set_image(image)
+    raw, kept = raw_seg.predict(prompts), kept_seg.predict(prompts)
+    regions = [np.zeros(image.shape, bool), np.zeros(image.shape, bool)]
+    regions[0][47:50, 59:62] = True
+    regions[1][10:31, 10:41] = True
+    for k in range(2):
+        assert np.array_equal(kept.masks[k], keep_prompted_regions(raw.masks[k], regions[k]))
+    assert (kept.masks <= raw.masks).all()
+    np.testing.assert_array_equal(kept.memory, raw.memory)
+    # the raw click mask of this random model has several regions, so the rule did change it
+    assert kept.masks[0].sum() < raw.masks[0].sum()
+
+
+def test_split_regions_gives_one_mask_per_region_of_splittable_masks():
+    blobs = _blobs()
+    whole = np.zeros_like(blobs)
+    whole[0:2, 30:40] = True
+    whole[36:40, 30:40] = True  # two regions, but not splittable (a "stuff" class)
+    masks, source = split_regions(np.stack([blobs, whole]), np.array([True, False]))
+    assert source.tolist() == [0, 0, 0, 1]
+    assert np.array_equal(masks[3], whole)
+    assert np.array_equal(masks[:3].sum(0), blobs) and all(_n_regions(m) == 1 for m in masks[:3])
+
+
+def test_split_regions_drops_crumbs():
+    mask = np.zeros((40, 60), bool)
+    mask[0:20, 0:20] = True       # 400 px
+    mask[30, 50] = True           # 1 px crumb: < 5 % of the largest region
+    masks, source = split_regions(mask[None], np.array([True]))
+    assert len(masks) == 1 and masks[0].sum() == 400 and source.tolist() == [0]
+    assert split_regions(np.zeros((0, 4, 4), bool), np.zeros(0, bool))[0].shape == (0, 4, 4)
+
+
+def _n_regions(mask: np.ndarray) -> int:
+    from scipy import ndimage
+
+    return ndimage.label(mask, structure=np.ones((3, 3), bool))[1]
+
+
+def test_segment_everything_gives_one_region_per_thing_object(tiny_model):
+    image = make_image((96, 120), seed=3).image
+    raw_seg = Segmenter(tiny_model, device="cpu", short_side=None, connected_objects=False)
+    seg = Segmenter(tiny_model, device="cpu", short_side=None)
+    raw_seg.set_image(image)
+    seg.set_image(image)
+    vocabulary = Vocabulary(["nucleus", "cell", "sky"], things=[0, 1])
+    raw = raw_seg.segment_everything(vocabulary=vocabulary, score_threshold=0.0, overlap_threshold=0.0)
+    split = seg.segment_everything(vocabulary=vocabulary, score_threshold=0.0, overlap_threshold=0.0)
+    things = {"nucleus", "cell"}
+    assert len(split) >= len(raw) > 0
+    assert (split.masks.any(0) <= raw.masks.any(0)).all()
+    for k in range(len(split)):
+        if split.class_names[k] in things:
+            assert _n_regions(split.masks[k]) == 1
+    assert split.memory.shape[0] == len(split) and list(split.object_ids) == list(range(1, len(split) + 1))
+    assert len(split) > len(raw)  # this random model's segments are scattered: they were split
