@@ -69,6 +69,38 @@ def test_training_is_deterministic_and_learns(tiny_yaml, tmp_path):
     assert (tmp_path / "a" / "checkpoint.pt").is_file()
 
 
+def test_weight_average_is_the_result_and_survives_a_resume(tiny_yaml, tmp_path):
+    """With ``ema``, the trained model ends with the running average of its weights (kept in the
+    checkpoint, so a resumed run continues the same average)."""
+    from napari_seem.train.loop import WeightAverage
+
+    def run(out, steps):
+        torch.manual_seed(0)
+        model = build_seem(tiny_yaml)
+        cfg = TrainConfig(steps=steps, image_sizes=(64,), seed=5, warmup=1, checkpoint_every=2, ema=0.5)
+        return train(model, cfg, out, log=lambda _: None).state_dict()
+
+    straight = run(tmp_path / "a", 4)
+    run(tmp_path / "b", 2)
+    resumed = run(tmp_path / "b", 4)
+    checkpoint = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    last = checkpoint["model"]
+    assert set(checkpoint["ema"]) <= set(last)
+    moved = [k for k in checkpoint["ema"] if not torch.equal(checkpoint["ema"][k], last[k])]
+    assert moved  # the average differs from the last weights ...
+    assert all(torch.equal(straight[k], checkpoint["ema"][k]) for k in checkpoint["ema"])  # ... and is the result
+    assert all(torch.allclose(straight[k], resumed[k]) for k in straight)
+
+    # the average itself: avg <- decay * avg + (1 - decay) * weights
+    model = torch.nn.Linear(2, 1)
+    average = WeightAverage(model, 0.75)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(4.0)
+    average.update(model)
+    torch.testing.assert_close(average.state["weight"], start + 1.0)
+
+
 @pytest.fixture
 def user_folder(tmp_path):
     from skimage.io import imsave

@@ -126,17 +126,17 @@ class Progress:
 class WeightAverage:
     """Exponential moving average of a model's floating-point parameters and buffers."""
 
-    def __init__(self, model: SEEM, decay: float) -> None:
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = decay
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
 
     @torch.no_grad()
-    def update(self, model: SEEM) -> None:
+    def update(self, model: torch.nn.Module) -> None:
         current = model.state_dict()
         for k, avg in self.state.items():
             avg.lerp_(current[k].detach(), 1.0 - self.decay)
 
-    def copy_to(self, model: SEEM) -> None:
+    def copy_to(self, model: torch.nn.Module) -> None:
         model.load_state_dict(self.state, strict=False)
 
 
