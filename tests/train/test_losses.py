@@ -58,3 +58,19 @@ def test_class_loss_weights_no_object():
     right = F.cross_entropy(logits[1:2], torch.tensor([2]))
     expected = (1.0 * right + 0.1 * 2 * np.log(4.0)) / 1.2
     assert torch.allclose(loss, expected.float(), atol=1e-6)
+
+
+def test_weighted_mask_losses_ignore_zero_weight_pixels():
+    targets = torch.zeros(1, 16, 16, dtype=torch.bool)
+    targets[0, :8, :8] = True
+    logits = torch.full((1, 4, 4), -8.0)
+    logits[0, :2, :2] = 8.0          # the target, right
+    logits[0, 3, 3] = 8.0            # a look-alike far away, wrong
+    weights = torch.ones(1, 16, 16)
+    plain = full_mask_loss(logits, targets)
+    assert plain[1] > 0.05
+    weights[0, 12:, 12:] = 0.0       # ... ignored
+    bce, dice = full_mask_loss(logits, targets, weights)
+    assert dice < 0.05 and bce < plain[0]
+    ones = full_mask_loss(logits, targets, torch.ones(1, 16, 16))
+    assert torch.allclose(ones[0], plain[0]) and torch.allclose(ones[1], plain[1])

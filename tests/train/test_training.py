@@ -161,3 +161,17 @@ def test_reproduce_runs_every_phase_in_order(tmp_path, monkeypatch):
         start = Path(phase[phase.index("--fine-tune") + 1])
         assert start.is_file() and start.parent.parent == tmp_path
     assert (tmp_path / f"phase{len(runs)}" / "model.safetensors").is_file()
+
+
+def test_separate_objects_are_the_other_objects_that_do_not_touch():
+    from napari_seem.train.data import Sample
+    from napari_seem.train.objective import separate_objects
+
+    full = np.zeros((3, 20, 20), bool)
+    full[0, 2:6, 2:6] = True      # the prompted object
+    full[1, 6:9, 2:6] = True      # touches it: still penalised
+    full[2, 14:18, 14:18] = True  # separate look-alike: ignored
+    sample = Sample(np.zeros((20, 20)), torch.zeros(3, 20, 20), full, full, np.zeros(3, np.int64))
+    ignored = separate_objects(sample, np.array([0, 2]))
+    assert np.array_equal(ignored[0], full[2])
+    assert np.array_equal(ignored[1], full[0] | full[1])

@@ -76,9 +76,10 @@ def make_segmenter(model, **kwargs) -> Segmenter:
 
 
 def evaluate(model, n_images: int = 6, n_sequences: int = 2, max_clicks: int = 20, noc_objects: int = 4,
-             min_area: int = 60, seed: int = EVAL_SEED) -> QualityReport:
-    """Measure every acceptance metric on held-out synthetic data."""
-    seg = make_segmenter(model)
+             min_area: int = 60, seed: int = EVAL_SEED, **segmenter_options) -> QualityReport:
+    """Measure every acceptance metric on held-out synthetic data (``segmenter_options`` go to
+    the :class:`Segmenter`, e.g. ``connected_objects=False`` for SEEM's raw masks)."""
+    seg = make_segmenter(model, **segmenter_options)
     report = QualityReport()
     clicks: dict[str, list[float]] = {"nucleus": [], "cell": []}
     nocs, text_ious, recalls, correct, matched = [], [], [], 0, 0

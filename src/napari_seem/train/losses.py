@@ -12,17 +12,22 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 
-def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean dice loss of ``[N, P]`` logits against ``[N, P]`` 0/1 targets (``1 - (2ab+1)/(a+b+1)``)."""
-    probs = logits.sigmoid()
+def dice_loss(logits: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Mean dice loss of ``[N, P]`` logits against ``[N, P]`` 0/1 targets (``1 - (2ab+1)/(a+b+1)``);
+    pixels of weight 0 (``weights [N, P]``) do not count."""
+    probs = logits.sigmoid() if weights is None else logits.sigmoid() * weights
     num = 2 * (probs * targets).sum(-1) + 1
     den = probs.sum(-1) + targets.sum(-1) + 1
     return (1 - num / den).mean()
 
 
-def bce_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean sigmoid cross-entropy of ``[N, P]`` logits against ``[N, P]`` targets."""
-    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1).mean()
+def bce_loss(logits: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Mean sigmoid cross-entropy of ``[N, P]`` logits against ``[N, P]`` targets (a weighted
+    mean per mask with ``weights [N, P]``)."""
+    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    if weights is None:
+        return loss.mean(-1).mean()
+    return ((loss * weights).sum(-1) / weights.sum(-1).clamp_min(1.0)).mean()
 
 
 def mask_costs(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -49,14 +54,16 @@ def upsample(logits: Tensor, size: tuple[int, int]) -> Tensor:
     return up[:, : size[0], : size[1]]
 
 
-def full_mask_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """BCE and dice of ``[N, h, w]`` quarter-resolution logits against ``[N, H, W]`` bool masks."""
+def full_mask_loss(logits: Tensor, targets: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """BCE and dice of ``[N, h, w]`` quarter-resolution logits against ``[N, H, W]`` bool masks
+    (optional per-pixel ``weights [N, H, W]``)."""
     if logits.shape[0] == 0:
         zero = logits.sum() * 0
         return zero, zero
     up = upsample(logits, tuple(targets.shape[-2:])).flatten(1)
     t = targets.flatten(1).to(up.dtype)
-    return bce_loss(up, t), dice_loss(up, t)
+    w = None if weights is None else weights.flatten(1).to(up.dtype)
+    return bce_loss(up, t, w), dice_loss(up, t, w)
 
 
 def downsample_targets(masks: Tensor, size: tuple[int, int]) -> Tensor:

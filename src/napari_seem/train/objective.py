@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -63,6 +64,10 @@ class ObjectiveConfig:
     min_prompt_area: int = 12
     #: sampling weight of each class for visual prompts (vocabulary order)
     prompt_class_weights: tuple[float, ...] = (1.0, 1.0, 0.15)
+    #: the visual-prompt mask loss ignores the pixels of other objects that do not touch the
+    #: prompted one (the engine keeps only the mask regions connected to the prompt, see
+    #: ``napari_seem.engine.connected``), so capacity goes to the prompted object's outline
+    spatial_ignore_separate: bool = False
 
 
 def _device(model) -> torch.device:
@@ -180,6 +185,20 @@ def panoptic_losses(out, sample: Sample, cfg: ObjectiveConfig, small_size: tuple
     return total
 
 
+def separate_objects(sample: Sample, chosen: np.ndarray, margin: int = 2) -> np.ndarray:
+    """``[n, H, W]`` bool: for each chosen object, the pixels of the other objects that do not
+    touch it (none of their pixels within ``margin`` px of it)."""
+    out = np.zeros((len(chosen), *sample.full.shape[1:]), dtype=bool)
+    structure = np.ones((2 * margin + 1, 2 * margin + 1), dtype=bool)
+    for k, i in enumerate(chosen):
+        near = ndimage.binary_dilation(sample.full[i], structure)
+        for j in range(len(sample)):
+            if j != i and not (sample.full[j] & near).any():
+                out[k] |= sample.full[j]
+        out[k] &= ~near
+    return out
+
+
 def spatial_losses(model, out, sample: Sample, chosen: np.ndarray, cfg: ObjectiveConfig,
                    class_emb: Tensor, small_size: tuple[int, int]) -> Tensor:
     """Per prompted object, the best of its spatial queries learns the mask; the prompt embedding
@@ -189,6 +208,9 @@ def spatial_losses(model, out, sample: Sample, chosen: np.ndarray, cfg: Objectiv
     targets = torch.from_numpy(sample.full[chosen]).to(device)
     classes = torch.from_numpy(sample.classes[chosen]).to(device)
     small = downsample_targets(targets, small_size)
+    weights = None
+    if cfg.spatial_ignore_separate:
+        weights = torch.from_numpy(~separate_objects(sample, chosen)).to(device=device, dtype=torch.float32)
     pos_embeds = out.pos_embeds[0]  # [n, C]
     total = 0.0
     for stage in _stages(out):
@@ -201,7 +223,7 @@ def spatial_losses(model, out, sample: Sample, chosen: np.ndarray, cfg: Objectiv
             best.append(int(query[0]))
         best_t = torch.tensor(best, device=device)
         chosen_masks = masks[torch.arange(n, device=device), best_t].view(n, *small_size)
-        bce, dice = full_mask_loss(chosen_masks, targets)
+        bce, dice = full_mask_loss(chosen_masks, targets, weights)
         select = F.cross_entropy(torch.einsum("nqc,nc->nq", embeds, pos_embeds), best_t)
         total = total + cfg.spatial_mask_weight * bce + cfg.spatial_dice_weight * dice
         total = total + cfg.spatial_select_weight * select
