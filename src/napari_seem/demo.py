@@ -93,7 +93,8 @@ def demo(model_name: str, config: str | None, device: str, out_dir: str, seed: i
     nuclei = seg.predict(text="nucleus")
     t_text = time.perf_counter() - t0
     cell_id = next(o["id"] for o in sample.objects if o["class"] == "cell")
-    centre = object_centre(sample.cells, cell_id)
+    # the centre of the cell's visible part (its cytoplasm): a click on its nucleus means the nucleus
+    centre = object_centre(sample.instances, cell_id)
     t0 = time.perf_counter()
     clicked = seg.predict(ObjectPrompt(points=[centre]))
     t_click = time.perf_counter() - t0
@@ -117,7 +118,8 @@ def demo(model_name: str, config: str | None, device: str, out_dir: str, seed: i
                f"everything {t_all:.2f} s")
     click.echo(f"text 'nucleus': {len(nuclei)} objects; {found}/{total} true nuclei found (IoU >= 0.5), "
                f"mean IoU {nuc_iou:.3f}")
-    click.echo(f"one click at a cell's centre: IoU {click_iou:.3f}, class '{clicked.class_names[0]}'")
+    click.echo(f"one click on a cell's cytoplasm: IoU {click_iou:.3f} with the whole cell, "
+               f"class '{clicked.class_names[0]}'")
     classes = ", ".join(f"{n}: {everything.class_names.count(n)}" for n in sorted(set(everything.class_names)))
     click.echo(f"segment everything: {len(everything)} objects ({classes or 'none'})")
     click.echo(f"wrote {out}/: *_labels.tif, *_objects.csv, overview.png")

@@ -136,3 +136,15 @@ def test_segment_everything_gives_one_region_per_thing_object(tiny_model):
             assert _n_regions(split.masks[k]) == 1
     assert split.memory.shape[0] == len(split) and list(split.object_ids) == list(range(1, len(split) + 1))
     assert len(split) > len(raw)  # this random model's segments are scattered: they were split
+
+
+def test_split_regions_drops_pieces_below_the_minimum_area():
+    mask = np.zeros((40, 60), bool)
+    mask[0:20, 0:20] = True       # 400 px
+    mask[30:34, 50:54] = True     # 16 px: 4 % ... dropped by the fraction rule anyway
+    mask[30:35, 30:35] = True     # 25 px (6 %): kept by the fraction rule
+    assert len(split_regions(mask[None], np.array([True]))[0]) == 2
+    masks, _ = split_regions(mask[None], np.array([True]), min_area=30)
+    assert len(masks) == 1 and masks[0].sum() == 400
+    whole = split_regions(mask[None], np.array([False]), min_area=1000)[0]
+    assert np.array_equal(whole[0], mask)  # masks that are not split keep every piece

@@ -7,7 +7,8 @@ that look alike elsewhere in the image (many nuclei look the same). The engine t
   connected regions of its mask that touch the object's positive prompt; when none touches it
   (the click fell just beside the predicted mask), the region nearest to the prompt;
 * splits, in **automatic mode and text search**, a "thing" segment made of separate regions into
-  one object per region (regions under 5 % of the segment's largest region are dropped).
+  one object per region; crumbs are dropped: pieces under 5 % of the segment's largest region,
+  or smaller than one cell of the decoder's mask grid (4 x 4 pixels at model resolution).
 
 Regions are 8-connected. Objects that really consist of separate pieces can keep them all: prompt
 each piece (a click on each), or switch the rules off (``Segmenter(connected_objects=False)``).
@@ -53,13 +54,15 @@ def keep_prompted_regions_all(masks: np.ndarray, prompts: np.ndarray) -> np.ndar
     return np.stack([keep_prompted_regions(m, p) for m, p in zip(masks, prompts)]) if len(masks) else masks
 
 
-def split_regions(masks: np.ndarray, splittable: np.ndarray, min_fraction: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+def split_regions(masks: np.ndarray, splittable: np.ndarray, min_fraction: float = 0.05,
+                  min_area: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """One mask per connected region of the ``splittable`` masks (the others stay whole).
 
     Args:
         masks: ``[N, H, W]`` bool, non-overlapping.
         splittable: ``[N]`` bool, which masks to split (e.g. the "thing" classes).
-        min_fraction: regions smaller than this share of their mask's largest region are dropped.
+        min_fraction: pieces smaller than this share of their mask's largest region are dropped.
+        min_area: pieces of a split mask smaller than this (pixels) are dropped.
 
     Returns:
         ``([M, H, W]`` masks, ``[M]`` index of the source mask of each)``, in source order.
@@ -72,7 +75,7 @@ def split_regions(masks: np.ndarray, splittable: np.ndarray, min_fraction: float
             source.append(k)
             continue
         areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-        for region in np.flatnonzero(areas >= min_fraction * areas.max()):
+        for region in np.flatnonzero((areas >= min_fraction * areas.max()) & (areas >= min_area)):
             out.append(labels == region + 1)
             source.append(k)
     stacked = np.stack(out) if out else np.zeros((0, *masks.shape[1:]), dtype=bool)

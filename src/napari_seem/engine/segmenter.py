@@ -431,7 +431,8 @@ class Segmenter:
         masks = torch.stack([labels == s["id"] for s in segments]).cpu().numpy()
         source = np.arange(len(segments))
         if self.connected_objects:
-            masks, source = split_regions(masks, np.array([s["isthing"] for s in segments]))
+            cell = 16.0 / float(np.prod(state.prepared.scale))  # a 4 x 4 decoder cell, in original pixels
+            masks, source = split_regions(masks, np.array([s["isthing"] for s in segments]), min_area=cell)
         scores = np.asarray([segments[k]["score"] for k in source], np.float32)
         return Segmentation(
             masks=masks,
