@@ -21,9 +21,9 @@ from napari_seem.train.evaluate import EVAL_SEED, _targets, evaluate, iou, iou_m
 from napari_seem.weights import load_shipped_model, shipped_model_path
 
 #: single click at the object's centre, mean IoU over 2 held-out 256² images (28 objects)
-CLICK_FLOOR = {"nucleus": 0.52, "cell": 0.4}  # measured: 0.74 / 0.56 (SEEM's raw masks: 0.48 / 0.42)
+CLICK_FLOOR = {"nucleus": 0.56, "cell": 0.44}  # measured: 0.80 / 0.63 (SEEM's raw masks: 0.31 / 0.36)
 #: text prompt "nucleus": mean IoU over the 14 true nuclei of the same 2 images (missed = 0)
-TEXT_FLOOR = 0.45  # measured: 0.65 (raw masks: 0.34)
+TEXT_FLOOR = 0.48  # measured: 0.69 (raw masks: 0.25)
 
 
 def click_ious(model, n_images: int = 2, **segmenter_options) -> dict[str, float]:
@@ -72,8 +72,9 @@ def test_shipped_model_finds_nuclei_by_text(shipped):
 
 
 def test_one_region_per_object_removes_look_alikes(shipped):
-    """The tiny model's click masks also light up similar nuclei elsewhere; keeping the region
-    under the click (the engine's default) is what lifts the nucleus IoU above the floor."""
+    """The tiny model's click masks also light up similar objects elsewhere (its last training
+    phase does not penalise them: the engine drops them); keeping the region under the click,
+    the engine's default, is what lifts the IoU above the floor."""
     kept = click_ious(shipped)
     raw = click_ious(shipped, connected_objects=False)
     assert kept["nucleus"] >= raw["nucleus"] + 0.15, (kept, raw)

@@ -70,6 +70,10 @@ def recipe(out: str) -> list[list[str]]:
         ["--fine-tune", str(out_dir / "phase2" / "model.safetensors"), "--config", config, "--steps", "3600",
          "--lr", "3e-4", "--seed", "2", "--image-sizes", "192", "224", "256",
          "--objective", "max_prompted_objects=8", "max_rounds=3", "--out", str(out_dir / "phase3")],
+        ["--fine-tune", str(out_dir / "phase3" / "model.safetensors"), "--config", config, "--steps", "2400",
+         "--lr", "1e-4", "--seed", "6", "--image-sizes", "192", "224", "256", "--ema", "0.998",
+         "--objective", "max_prompted_objects=8", "max_rounds=3", "spatial_ignore_separate=true",
+         "--out", str(out_dir / "phase4")],
     ]
 
 
