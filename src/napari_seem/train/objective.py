@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import Tensor
 
 from ..engine.prompts import ObjectPrompt, stack_prompts
