@@ -63,12 +63,25 @@ def test_nothing_to_choose_returns_the_mask(case):
     assert np.array_equal(keep_prompted_regions(mask, prompt), mask)
 
 
-def test_shapes_must_agree():
-    with pytest.raises(ValueError, match="differ in shape"):
-        keep_prompted_regions(np.zeros((4, 4), bool), np.zeros((4, 5), bool))
-    with pytest.raises(ValueError, match="differ in shape"):
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="must both be 2D"):
+        keep_prompted_regions(np.zeros((4, 4), bool), np.zeros((1, 4, 4), bool))
+    with pytest.raises(ValueError, match="2 masks but 1 prompts"):
         keep_prompted_regions_all(np.zeros((2, 4, 4), bool), np.zeros((1, 4, 4), bool))
     assert keep_prompted_regions_all(np.zeros((0, 4, 4), bool), np.zeros((0, 4, 4), bool)).shape == (0, 4, 4)
+
+
+def test_a_prompt_at_model_resolution_selects_in_the_full_resolution_mask():
+    """The engine passes the prompt masks SEEM read (model resolution, e.g. half the image)."""
+    mask = np.kron(_blobs(), np.ones((2, 2), bool))       # [80, 120]: the mask at the image's resolution
+    coarse = _at((8, 8))                                  # [40, 60]: a click on region A
+    expected = np.kron(np.array(keep_prompted_regions(_blobs(), coarse)), np.ones((2, 2), bool))
+    assert np.array_equal(keep_prompted_regions(mask, coarse), expected)
+    beside = keep_prompted_regions(mask, _at((34, 8)))    # beside region C: the nearest region
+    assert np.array_equal(beside, np.kron(_region_c(), np.ones((2, 2), bool)))
+    specks = np.zeros((80, 120), bool)
+    specks[0, 0] = specks[0, 3] = True                    # finer than the prompt's grid: kept as they are
+    assert np.array_equal(keep_prompted_regions(specks, _at((20, 30))), specks)
 
 
 def test_segmenter_keeps_the_prompted_regions_of_the_raw_mask(tiny_model):

@@ -21,36 +21,53 @@ from scipy import ndimage
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
+def _sample_grid(size: int, full: int) -> np.ndarray:
+    """Index of the full-resolution pixel under the centre of each of ``size`` coarser pixels."""
+    return np.minimum(((np.arange(size) + 0.5) * full / size).astype(np.int64), full - 1)
+
+
 def keep_prompted_regions(mask: np.ndarray, prompt: np.ndarray) -> np.ndarray:
     """The connected regions of ``mask`` that touch ``prompt`` (else the one nearest to it).
 
     Args:
         mask: ``[H, W]`` bool predicted mask.
-        prompt: ``[H, W]`` bool positive prompt region (clicks, strokes, boxes, polygons, masks).
+        prompt: ``[h, w]`` bool positive prompt region (clicks, strokes, boxes, polygons, masks)
+            on the same image, at ``mask``'s resolution or a coarser one (the model's: the
+            prompt masks SEEM read, so nothing is rasterised twice); a prompt pixel touches the
+            region under its centre.
 
     Returns:
         ``[H, W]`` bool, a subset of ``mask``; ``mask`` itself when it is empty, has a single
         region, or the prompt is empty (an object refined with negative clicks only).
     """
-    if mask.shape != prompt.shape:
-        raise ValueError(f"mask {mask.shape} and prompt {prompt.shape} differ in shape")
+    if mask.ndim != 2 or prompt.ndim != 2:
+        raise ValueError(f"mask {mask.shape} and prompt {prompt.shape} must both be 2D")
     if not mask.any() or not prompt.any():
         return mask
     labels, n = ndimage.label(mask, structure=_EIGHT_CONNECTED)
     if n <= 1:
         return mask
-    touched = np.unique(labels[prompt & mask])
+    if prompt.shape == mask.shape:
+        seen = labels
+    else:
+        seen = labels[np.ix_(_sample_grid(prompt.shape[0], mask.shape[0]), _sample_grid(prompt.shape[1], mask.shape[1]))]
+    touched = np.unique(seen[prompt])
+    touched = touched[touched > 0]
     if touched.size:
         return np.isin(labels, touched)
+    present = np.unique(seen)
+    present = present[present > 0]
+    if not present.size:  # every region is finer than the prompt's grid
+        return mask
     distance = ndimage.distance_transform_edt(~prompt)
-    nearest = np.asarray(ndimage.minimum(distance, labels, np.arange(1, n + 1)))
-    return labels == int(np.argmin(nearest)) + 1
+    nearest = np.asarray(ndimage.minimum(distance, seen, present))
+    return labels == present[int(np.argmin(nearest))]
 
 
 def keep_prompted_regions_all(masks: np.ndarray, prompts: np.ndarray) -> np.ndarray:
-    """:func:`keep_prompted_regions` for ``[N, H, W]`` masks and their ``[N, H, W]`` prompts."""
-    if masks.shape != prompts.shape:
-        raise ValueError(f"masks {masks.shape} and prompts {prompts.shape} differ in shape")
+    """:func:`keep_prompted_regions` for ``[N, H, W]`` masks and their ``[N, h, w]`` prompts."""
+    if len(masks) != len(prompts):
+        raise ValueError(f"{len(masks)} masks but {len(prompts)} prompts")
     return np.stack([keep_prompted_regions(m, p) for m, p in zip(masks, prompts)]) if len(masks) else masks
 
 

@@ -329,9 +329,9 @@ class Segmenter:
         names, class_scores = self._name(captions)
         previous_ids = None if previous is None else previous.object_ids
         regions = None
-        if self.connected_objects:
-            shape = state.prepared.original_shape
-            regions = stack_prompts(prompts, shape, shape)[0]
+        if self.connected_objects:  # the positive prompts SEEM read, at model resolution
+            h, w = state.prepared.model_shape
+            regions = pos[:, :h, :w].cpu().numpy()
         return self._result(state, logits, names, class_scores, object_ids=previous_ids, prompt_regions=regions)
 
     def _name(self, captions: torch.Tensor, vocabulary: Vocabulary | None = None) -> tuple[list[str], np.ndarray]:
@@ -353,8 +353,8 @@ class Segmenter:
 
     def _result(self, state, logits: torch.Tensor, names, class_scores, object_ids=None,
                 prompt_regions: np.ndarray | None = None) -> Segmentation:
-        """Masks at the original resolution; with ``prompt_regions`` ``[N, H, W]`` (the objects'
-        positive prompts there), only the mask regions connected to them are kept."""
+        """Masks at the original resolution; with ``prompt_regions`` (the objects' positive
+        prompts, ``[N, h, w]`` at model resolution), only the mask regions they touch are kept."""
         model_grid = self._to_model_grid(state, logits)
         full = logits_to_original(model_grid, state.prepared.original_shape)
         masks = (full > 0).cpu().numpy()
