@@ -3,7 +3,12 @@ import numpy as np
 import pytest
 
 from napari_seem.engine import ObjectPrompt, Segmenter, Vocabulary
-from napari_seem.engine.connected import keep_prompted_regions, keep_prompted_regions_all, split_regions
+from napari_seem.engine.connected import (
+    cut_at_negatives,
+    keep_prompted_regions,
+    keep_prompted_regions_all,
+    split_regions,
+)
 from napari_seem.synthetic import make_image
 
 
@@ -161,3 +166,77 @@ def test_split_regions_drops_pieces_below_the_minimum_area():
     assert len(masks) == 1 and masks[0].sum() == 400
     whole = split_regions(mask[None], np.array([False]), min_area=1000)[0]
     assert np.array_equal(whole[0], mask)  # masks that are not split keep every piece
+
+
+def _dumbbell() -> tuple[np.ndarray, np.ndarray]:
+    """Two squares joined by a bridge; the confidence dips at the bridge's column 27."""
+    mask = np.zeros((30, 50), bool)
+    mask[5:25, 5:20] = True
+    mask[12:16, 20:30] = True
+    mask[5:25, 30:45] = True
+    prob = np.where(mask, 0.9, 0.0)
+    prob[:, 27] = np.where(mask[:, 27], 0.55, 0.0)
+    return mask, prob
+
+
+def test_a_negative_click_cuts_off_its_part_of_the_mask_where_confidence_dips():
+    mask, prob = _dumbbell()
+    pos, neg = np.zeros_like(mask), np.zeros_like(mask)
+    pos[14, 10] = True
+    neg[14, 38] = True
+    cut = cut_at_negatives(mask, prob, pos, neg)
+    assert cut[5:25, 5:20].all() and not cut[:, 30:].any()     # the clicked square stays, the other goes
+    assert cut[12:16, 20:27].all() and not cut[:, 28:].any()   # the cut follows the dip
+    assert (cut <= mask).all()
+
+
+def test_without_a_negative_inside_or_a_positive_inside_the_mask_is_kept():
+    mask, prob = _dumbbell()
+    pos, neg = np.zeros_like(mask), np.zeros_like(mask)
+    pos[14, 10] = True
+    neg[0, 0] = True                                            # negative outside the mask
+    assert np.array_equal(cut_at_negatives(mask, prob, pos, neg), mask)
+    neg[14, 38] = True
+    assert np.array_equal(cut_at_negatives(mask, prob, np.zeros_like(mask), neg), mask)
+
+
+def test_negative_cut_reads_prompts_at_a_coarser_resolution():
+    mask, prob = _dumbbell()
+    big_mask, big_prob = np.kron(mask, np.ones((2, 2), bool)), np.kron(prob, np.ones((2, 2)))
+    pos, neg = np.zeros_like(mask), np.zeros_like(mask)
+    pos[14, 10] = True
+    neg[14, 38] = True
+    cut = cut_at_negatives(big_mask, big_prob, pos, neg)         # prompts at half the mask's resolution
+    assert cut[10:50, 10:40].all() and not cut[:, 56:].any()     # cut in the dip (columns 54-55)
+    assert (cut <= big_mask).all()
+
+
+def test_segmenter_cuts_at_negative_clicks_and_raw_mode_does_not(tiny_model):
+    """Golden random weights (their raw mask hugs the top rows): negative clicks inside the kept
+    mask of a box remove the part they fall in; the result is the rule applied to the raw mask and
+    its confidence; raw mode keeps SEEM's mask, negative pixels included."""
+    import torch
+
+    from napari_seem.engine.image import logits_to_original
+
+    image = make_image((96, 120), seed=3).image
+    raw_seg = Segmenter(tiny_model, device="cpu", short_side=None, connected_objects=False)
+    kept_seg = Segmenter(tiny_model, device="cpu", short_side=None)
+    raw_seg.set_image(image)
+    kept_seg.set_image(image)
+    box = (0, 0, 6, 50)
+    positive = np.zeros(image.shape, bool)
+    positive[0:7, 0:51] = True
+    for point in [(1, 61), (1, 85), (2, 95)]:
+        prompt = ObjectPrompt(boxes=[box], points=[point], point_labels=[0])
+        raw, kept = raw_seg.predict(prompt), kept_seg.predict(prompt)
+        negative = np.zeros(image.shape, bool)
+        negative[point[0] - 1:point[0] + 2, point[1] - 1:point[1] + 2] = True
+        logits = kept_seg._to_model_grid(kept_seg._state(), torch.from_numpy(raw.memory))
+        prob = logits_to_original(logits, image.shape).sigmoid().numpy()[0]
+        connected = keep_prompted_regions(raw.masks[0], positive)
+        assert (connected & negative).any() and (connected & positive).any()
+        assert np.array_equal(kept.masks[0], cut_at_negatives(connected, prob, positive, negative))
+        assert not (kept.masks[0] & negative).any() and (raw.masks[0] & negative).any()
+        assert kept.masks[0].sum() < connected.sum()
+        assert kept.masks[0][0:7, 0:51].any()

@@ -175,3 +175,21 @@ def test_separate_objects_are_the_other_objects_that_do_not_touch():
     ignored = separate_objects(sample, np.array([0, 2]))
     assert np.array_equal(ignored[0], full[2])
     assert np.array_equal(ignored[1], full[0] | full[1])
+
+
+def test_corrective_clicks_go_to_the_errors_the_engine_shows():
+    from napari_seem.train.objective import corrective_click
+
+    target = np.zeros((40, 40), bool)
+    target[5:15, 5:15] = True
+    prompt = np.zeros_like(target)
+    prompt[9:12, 9:12] = True
+    pred = target.copy()
+    pred[5:15, 15:18] = True        # leak into the neighbour, connected to the object
+    pred[25:38, 25:38] = True       # a separate look-alike, larger than the leak
+    raw = corrective_click(pred, prompt, target, ObjectiveConfig())
+    shown = corrective_click(pred, prompt, target, ObjectiveConfig(clicks_on_kept_regions=True))
+    assert raw[1] == 0 and 25 <= raw[0][0] < 38 and 25 <= raw[0][1] < 38   # on the look-alike
+    assert shown[1] == 0 and 5 <= shown[0][0] < 15 and 15 <= shown[0][1] < 18  # on the leak
+    pred[5:15, 15:18] = False       # only the look-alike is wrong: the engine shows a perfect mask
+    assert corrective_click(pred, prompt, target, ObjectiveConfig(clicks_on_kept_regions=True)) is None

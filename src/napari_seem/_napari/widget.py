@@ -177,7 +177,8 @@ class SeemWidget(QWidget):
         self.connected_check = QCheckBox("One region per prompted object")
         self.connected_check.setChecked(True)
         self.connected_check.setToolTip("Keep only the parts of each mask connected to its clicks, shapes or "
-                                        "painted mask (not look-alike objects elsewhere); off: SEEM's raw masks")
+                                        "painted mask (not look-alike objects elsewhere), and cut off the part "
+                                        "a negative click falls in; off: SEEM's raw masks")
         self.connected_check.toggled.connect(self._set_connected_objects)
         form.addRow(self.connected_check)
         return box

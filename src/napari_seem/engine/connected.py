@@ -8,7 +8,12 @@ that look alike elsewhere in the image (many nuclei look the same). The engine t
   (the click fell just beside the predicted mask), the region nearest to the prompt;
 * splits, in **automatic mode and text search**, a "thing" segment made of separate regions into
   one object per region; crumbs are dropped: pieces under 5 % of the segment's largest region,
-  or smaller than one cell of the decoder's mask grid (4 x 4 pixels at model resolution).
+  or smaller than one cell of the decoder's mask grid (4 x 4 pixels at model resolution);
+* cuts off, per prompted object, the part of its mask that a **negative** prompt falls in: the
+  mask is flooded from the positive and the negative prompt pixels inside it (seeded watershed
+  on the mask's confidence), and what is reached first from a negative seed leaves the mask. A
+  negative click on a leak into a neighbour thus removes the leak even where the model alone
+  barely reacts to it.
 
 Regions are 8-connected. Objects that really consist of separate pieces can keep them all: prompt
 each piece (a click on each), or switch the rules off (``Segmenter(connected_objects=False)``).
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from skimage.segmentation import watershed
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -97,3 +103,44 @@ def split_regions(masks: np.ndarray, splittable: np.ndarray, min_fraction: float
             source.append(k)
     stacked = np.stack(out) if out else np.zeros((0, *masks.shape[1:]), dtype=bool)
     return stacked, np.asarray(source, dtype=np.int64)
+
+
+def _on_grid(prompt: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``prompt [h, w]`` read on the pixel grid ``shape`` (each pixel takes the prompt pixel under it)."""
+    if prompt.shape == tuple(shape):
+        return prompt
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * prompt.shape[0] / shape[0]).astype(np.int64), prompt.shape[0] - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * prompt.shape[1] / shape[1]).astype(np.int64), prompt.shape[1] - 1)
+    return prompt[np.ix_(rows, cols)]
+
+
+def cut_at_negatives(mask: np.ndarray, prob: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """Remove the part of ``mask`` that a negative prompt falls in.
+
+    The mask is flooded from its positive and its negative prompt pixels (seeded watershed on
+    ``1 - prob``): pixels reached first from a negative seed leave the mask, so a leak into a
+    neighbour goes where the mask's confidence dips between the two seeds.
+
+    Args:
+        mask: ``[H, W]`` bool predicted mask.
+        prob: ``[H, W]`` float mask probability.
+        positive, negative: ``[h, w]`` bool prompt regions at ``mask``'s resolution or a coarser one.
+
+    Returns:
+        ``[H, W]`` bool, a subset of ``mask``; ``mask`` itself when no negative prompt falls inside
+        it or no positive one does.
+    """
+    neg = _on_grid(negative, mask.shape) & mask
+    if not neg.any():
+        return mask
+    pos = _on_grid(positive, mask.shape) & mask & ~neg
+    if not pos.any():
+        return mask
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # flood only the mask's bounding box
+    markers = np.zeros(mask[box].shape, np.int32)
+    markers[pos[box]] = 1
+    markers[neg[box]] = 2
+    out = np.zeros_like(mask)
+    out[box] = watershed(1.0 - prob[box], markers, mask=mask[box]) == 1
+    return out

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..model import SEEM, from_pretrained
 from ..model.postprocess import panoptic_inference
 from ..model.seem import ImageFeatures
-from .connected import keep_prompted_regions_all, split_regions
+from .connected import cut_at_negatives, keep_prompted_regions_all, split_regions
 from .device import inference_context, release_memory, resolve_device
 from .feature_cache import FeatureCache, image_signature, model_fingerprint
 from .image import DEFAULT_MAX_SIDE, DEFAULT_SHORT_SIDE, Normalize, PreparedImage, logits_to_original, prepare_image
@@ -68,9 +68,9 @@ class Segmenter:
             preprocessing and model weights, so re-opening a dataset does not re-encode it.
         connected_objects: one object, one connected region (see :mod:`napari_seem.engine.connected`):
             a prompted object keeps only the regions of its mask that its positive prompt touches
-            (a click marks one object, not every look-alike in the image); automatic mode and
-            text search give one object per separate region of a "thing" segment. ``False``
-            returns SEEM's raw masks.
+            (a click marks one object, not every look-alike in the image), and a negative prompt
+            cuts off the part of the mask it falls in; automatic mode and text search give one
+            object per separate region of a "thing" segment. ``False`` returns SEEM's raw masks.
     """
 
     def __init__(
@@ -328,11 +328,13 @@ class Segmenter:
             captions = out.selected_captions()[0].float()
         names, class_scores = self._name(captions)
         previous_ids = None if previous is None else previous.object_ids
-        regions = None
-        if self.connected_objects:  # the positive prompts SEEM read, at model resolution
+        regions = negatives = None
+        if self.connected_objects:  # the prompts SEEM read, at model resolution
             h, w = state.prepared.model_shape
             regions = pos[:, :h, :w].cpu().numpy()
-        return self._result(state, logits, names, class_scores, object_ids=previous_ids, prompt_regions=regions)
+            negatives = neg[:, :h, :w].cpu().numpy()
+        return self._result(state, logits, names, class_scores, object_ids=previous_ids, prompt_regions=regions,
+                            negative_regions=negatives)
 
     def _name(self, captions: torch.Tensor, vocabulary: Vocabulary | None = None) -> tuple[list[str], np.ndarray]:
         """Class name and probability for ``[N, D]`` text-space embeddings (background excluded)."""
@@ -352,15 +354,19 @@ class Segmenter:
         return up[:, :h, :w]
 
     def _result(self, state, logits: torch.Tensor, names, class_scores, object_ids=None,
-                prompt_regions: np.ndarray | None = None) -> Segmentation:
+                prompt_regions: np.ndarray | None = None, negative_regions: np.ndarray | None = None) -> Segmentation:
         """Masks at the original resolution; with ``prompt_regions`` (the objects' positive
-        prompts, ``[N, h, w]`` at model resolution), only the mask regions they touch are kept."""
+        prompts, ``[N, h, w]`` at model resolution), only the mask regions they touch are kept, and
+        the part of a mask that one of its ``negative_regions`` falls in is cut off."""
         model_grid = self._to_model_grid(state, logits)
         full = logits_to_original(model_grid, state.prepared.original_shape)
         masks = (full > 0).cpu().numpy()
+        probs = full.sigmoid()
         if prompt_regions is not None:
             masks = keep_prompted_regions_all(masks, prompt_regions)
-        probs = full.sigmoid()
+            for k in range(len(masks)) if negative_regions is not None else ():
+                if negative_regions[k].any():
+                    masks[k] = cut_at_negatives(masks[k], probs[k].cpu().numpy(), prompt_regions[k], negative_regions[k])
         inside = torch.from_numpy(masks).to(full.device).float()
         scores = ((probs * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp_min(1)).cpu().numpy()
         return Segmentation(

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
+from ..engine.connected import keep_prompted_regions
 from ..engine.prompts import ObjectPrompt, stack_prompts
 from ..model.language.encoder import clean_class_name
 from ..model.language.templates import PROMPT_TEMPLATES
@@ -68,6 +69,12 @@ class ObjectiveConfig:
     #: prompted one (the engine keeps only the mask regions connected to the prompt, see
     #: ``napari_seem.engine.connected``), so capacity goes to the prompted object's outline
     spatial_ignore_separate: bool = False
+    #: simulated corrective clicks go to the largest error of the mask the engine shows (its
+    #: regions connected to the positive prompt), as a user's would; otherwise to the largest
+    #: error of SEEM's raw mask, which may be a separate look-alike that the engine already drops
+    #: (and that ``spatial_ignore_separate`` leaves out of the loss: a negative click there
+    #: teaches the model that negative clicks change nothing)
+    clicks_on_kept_regions: bool = False
 
 
 def _device(model) -> torch.device:
@@ -125,6 +132,14 @@ def choose_objects(sample: Sample, cfg: ObjectiveConfig, rng: np.random.Generato
     return rng.choice(len(sample), size=n, replace=False, p=weights / weights.sum())
 
 
+def corrective_click(pred: np.ndarray, prompt: np.ndarray, target: np.ndarray,
+                     cfg: ObjectiveConfig) -> tuple[tuple[int, int], int] | None:
+    """The next simulated click ``((row, col), label)`` for a predicted mask ``[H, W]`` given its
+    positive prompt ``[H, W]`` and the true mask (see ``ObjectiveConfig.clicks_on_kept_regions``)."""
+    shown = keep_prompted_regions(pred, prompt) if cfg.clicks_on_kept_regions else pred
+    return next_click(shown, target)
+
+
 def simulate_prompts(
     model, features, sample: Sample, chosen: np.ndarray, cfg: ObjectiveConfig,
     rng: np.random.Generator, generator: torch.Generator,
@@ -158,7 +173,7 @@ def simulate_prompts(
             prev = out.selected_masks.detach()
             pred = (upsample(prev[0].float(), shape) > 0).cpu().numpy()
             for k, i in enumerate(chosen):
-                click = next_click(pred[k], sample.full[i])
+                click = corrective_click(pred[k], pos[k], sample.full[i], cfg)
                 if click is not None:
                     states[k].add_click(*click)
     pos, neg = stack_prompts([s.prompt() for s in states], shape, shape)
