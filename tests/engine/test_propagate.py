@@ -1,4 +1,6 @@
 """Propagation through z/t and referring-image search on the tiny model (mechanics, order, stopping)."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,56 @@ def test_referring_image_search(tiny_segmenter, movie):
     assert tiny_segmenter.image_shape == movie.shape[1:]
     only_direct = tiny_segmenter.find_similar(movie[0], ref_mask, min_similarity=1.01)
     assert len(only_direct) <= 1
+
+
+def _objects(masks):
+    n = len(masks)
+    return Segmentation(masks=masks, scores=np.ones(n, np.float32), class_names=["cell"] * n,
+                        class_scores=np.ones(n, np.float32))
+
+
+def _disk(shape, centre, radius):
+    rr, cc = np.ogrid[:shape[0], :shape[1]]
+    return (rr - centre[0]) ** 2 + (cc - centre[1]) ** 2 <= radius ** 2
+
+
+def test_limit_motion_cuts_off_a_leak_beyond_the_step_and_keeps_a_moved_object():
+    from napari_seem.engine.propagate import limit_motion
+
+    shape = (40, 60)
+    old = _disk(shape, (20, 15), 8)
+    moved = _disk(shape, (21, 17), 8)                 # moved by ~2 px: all within the step
+    leak = _disk(shape, (20, 40), 7)                  # a touching neighbour the mask grew into
+    bridge = np.zeros(shape, bool)
+    bridge[18:23, 23:34] = True
+    prob = np.where(moved, 0.9, np.where(leak | bridge, 0.7, 0.0))
+    prob[:, 30] = np.where(bridge[:, 30], 0.55, prob[:, 30])
+    result = _objects(np.stack([moved | leak | bridge, moved]))
+    previous = _objects(np.stack([old, old]))
+    limit_motion(result, previous, lambda k: prob, max_step="auto")   # 30 % of r=8: 2 px
+    assert (result.masks[0] & moved).sum() == moved.sum()   # the moved object is whole
+    assert not (result.masks[0] & leak).any()               # the neighbour is cut off at the dip
+    assert np.array_equal(result.masks[1], moved)           # nothing beyond the step: untouched
+    far_step = _objects(np.stack([moved | leak | bridge]))
+    limit_motion(far_step, previous.select([0]), lambda k: prob, max_step=40)
+    assert np.array_equal(far_step.masks[0], moved | leak | bridge)
+
+
+def test_propagation_limits_motion_only_with_the_region_rules(tiny_segmenter, movie):
+    from napari_seem.engine.propagate import limit_motion
+
+    seeds = _seeds(tiny_segmenter, movie[0])
+    off = [r for _, r in tiny_segmenter.propagate(movie, 0, seeds, stop_iou=0.0, min_score=0.0, max_step=None)]
+    on = [r for _, r in tiny_segmenter.propagate(movie, 0, seeds, stop_iou=0.0, min_score=0.0, max_step=1)]
+    expected = dataclasses.replace(off[1], masks=off[1].masks.copy())
+    limit_motion(expected, seeds, lambda k: tiny_segmenter.mask_probabilities(off[1], k), max_step=1)
+    np.testing.assert_array_equal(on[1].masks, expected.masks)
+    assert (on[1].masks <= off[1].masks).all() and not np.array_equal(on[1].masks, off[1].masks)
+    tiny_segmenter.connected_objects = False
+    try:
+        raw = [[r for _, r in tiny_segmenter.propagate(movie, 0, seeds, stop_iou=0.0, min_score=0.0, max_step=step)]
+               for step in (None, 1)]
+    finally:
+        tiny_segmenter.connected_objects = True
+    for a, b in zip(*raw):
+        np.testing.assert_array_equal(a.masks, b.masks)

@@ -6,6 +6,12 @@ and deforms. An object stops — instead of hallucinating on frames where it is 
 new mask is empty, overlaps its previous mask by less than ``stop_iou`` (IoU), or its mask
 confidence falls below ``min_score``. Objects keep their ids throughout.
 
+Motion limit (with the segmenter's region rules, ``connected_objects``): an object moves a
+little between frames, so the parts of its new mask farther than ``max_step`` from its previous
+mask are a leak into a neighbour, not the object; they are cut off like a negative click (seeded
+watershed on the mask's confidence, from the previous mask's core and the far parts). By default
+``max_step`` is 30 % of the object's radius (at least 2 px); ``max_step=None`` switches it off.
+
 ``propagate`` is a generator: the caller shows progress per frame and cancels by no longer
 iterating (the frames done so far stay done). To correct frame ``k`` and re-propagate, call it
 again with ``start=k`` and the corrected result: only frames after ``k`` (in the chosen
@@ -13,10 +19,13 @@ direction) are visited.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
+from scipy import ndimage
+
+from .connected import cut_at_negatives
 from .prompts import ObjectPrompt
 from .result import Segmentation
 
@@ -59,6 +68,7 @@ def propagate(
     frame_range: tuple[int, int] | None = None,
     stop_iou: float = 0.1,
     min_score: float = 0.3,
+    max_step: float | str | None = "auto",
     normalize="auto",
     channel: int | None = None,
 ) -> Iterator[tuple[int, Segmentation]]:
@@ -74,6 +84,9 @@ def propagate(
         direction: ``"forward"`` (increasing index), ``"backward"`` or ``"both"`` (forward first).
         frame_range: ``(first, last)`` inclusive limits of the frames to visit.
         stop_iou, min_score: the stop rule (see the module docstring).
+        max_step: motion limit in pixels per frame (see the module docstring); ``"auto"``: 30 %
+            of each object's radius, at least 2 px; None: off. Applies only with the segmenter's
+            region rules (``connected_objects``).
         normalize, channel: image handling for every frame (as in ``set_image``).
     """
     n_frames = len(frames)
@@ -89,6 +102,8 @@ def propagate(
         for index in run:
             segmenter.set_image(np.asarray(frames[index]), normalize=normalize, channel=channel)
             nxt = _step(segmenter, active)
+            if max_step is not None and segmenter.connected_objects:
+                limit_motion(nxt, active, lambda k: segmenter.mask_probabilities(nxt, k), max_step)
             keep = [
                 k for k in range(len(nxt))
                 if nxt.masks[k].any()
@@ -109,3 +124,26 @@ def _step(segmenter: "Segmenter", active: Segmentation) -> Segmentation:
     result = segmenter.predict(prompts, previous=active if memory_fits else None)
     result.object_ids = active.object_ids.copy()
     return result
+
+
+def limit_motion(result: Segmentation, previous: Segmentation, probability: Callable[[int], np.ndarray],
+                 max_step: float | str = "auto") -> None:
+    """Cut off, in place, the parts of ``result``'s masks farther than ``max_step`` pixels from
+    the same object's mask in ``previous`` (``probability(k)``: ``[H, W]`` mask probability of
+    object ``k``)."""
+    for k, (new, old) in enumerate(zip(result.masks, previous.masks)):
+        if not new.any() or not old.any():
+            continue
+        step = 0.3 * np.sqrt(old.sum() / np.pi) if max_step == "auto" else float(max_step)
+        step = max(2.0, step)
+        both = new | old
+        rows, cols = np.flatnonzero(both.any(1)), np.flatnonzero(both.any(0))
+        box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # holds every pixel of both masks
+        far = new[box] & (ndimage.distance_transform_edt(~old[box]) > step)
+        if not far.any():
+            continue
+        core = ndimage.binary_erosion(old[box], iterations=max(1, int(step) // 2)) & new[box]
+        if not core.any():
+            core = old[box] & new[box]
+        cut = cut_at_negatives(new[box], probability(k)[box], core, far)
+        result.masks[k][box] = cut

@@ -336,6 +336,16 @@ class Segmenter:
         return self._result(state, logits, names, class_scores, object_ids=previous_ids, prompt_regions=regions,
                             negative_regions=negatives)
 
+    def mask_probabilities(self, result: Segmentation, index: int) -> np.ndarray:
+        """``[H, W]`` float32 mask probability of object ``index`` of a result on this segmenter's
+        current image (from its ``memory``: the mask logits SEEM returned)."""
+        if result.memory is None:
+            raise ValueError("the result carries no memory (mask logits)")
+        state = self._state()
+        logits = torch.from_numpy(np.ascontiguousarray(result.memory[index:index + 1], dtype=np.float32))
+        full = logits_to_original(self._to_model_grid(state, logits.to(self.device)), state.prepared.original_shape)
+        return full[0].sigmoid().cpu().numpy()
+
     def _name(self, captions: torch.Tensor, vocabulary: Vocabulary | None = None) -> tuple[list[str], np.ndarray]:
         """Class name and probability for ``[N, D]`` text-space embeddings (background excluded)."""
         vocab = vocabulary or self._vocabulary
