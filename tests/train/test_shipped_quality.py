@@ -17,13 +17,15 @@ import torch
 from napari_seem.engine import ObjectPrompt
 from napari_seem.model import build_seem
 from napari_seem.synthetic import make_image, object_centre
-from napari_seem.train.evaluate import EVAL_SEED, _targets, evaluate, iou, iou_matrix, make_segmenter
+from napari_seem.train.evaluate import EVAL_SEED, _noc, _targets, evaluate, iou, iou_matrix, make_segmenter
 from napari_seem.weights import load_shipped_model, shipped_model_path
 
 #: single click at the object's centre, mean IoU over 2 held-out 256² images (28 objects)
 CLICK_FLOOR = {"nucleus": 0.56, "cell": 0.44}  # measured: 0.80 / 0.63 (SEEM's raw masks: 0.31 / 0.36)
 #: text prompt "nucleus": mean IoU over the 14 true nuclei of the same 2 images (missed = 0)
 TEXT_FLOOR = 0.48  # measured: 0.69 (raw masks: 0.25)
+#: clicks to 85 % IoU (max 20), first 4 objects of 4 held-out images (16 objects)
+NOC_CEILING = 8.5  # measured: 6.4 (without the negative-click cut: 10.7)
 
 
 def click_ious(model, n_images: int = 2, **segmenter_options) -> dict[str, float]:
@@ -36,6 +38,20 @@ def click_ious(model, n_images: int = 2, **segmenter_options) -> dict[str, float
             result = seg.predict(ObjectPrompt(points=[object_centre(s.instances, obj["id"])]))
             ious[obj["class"]].append(iou(result.masks[0], full))
     return {k: float(np.mean(v)) for k, v in ious.items()}
+
+
+def clicks_to_85(model, n_images: int = 4, per_image: int = 4) -> float:
+    seg = make_segmenter(model)
+    counts: list[int] = []
+    for i in range(n_images):
+        s = make_image((256, 256), seed=EVAL_SEED + i)
+        seg.set_image(s.image)
+        for j, (obj, full, _) in enumerate(_targets(s, min_area=60)):
+            if j == per_image:
+                break
+            point = object_centre(s.instances, obj["id"])
+            counts.append(_noc(seg, full, point, seg.predict(ObjectPrompt(points=[point])), 20))
+    return float(np.mean(counts))
 
 
 def text_iou(model, n_images: int = 2, **segmenter_options) -> float:
@@ -79,6 +95,19 @@ def test_one_region_per_object_removes_look_alikes(shipped):
     raw = click_ious(shipped, connected_objects=False)
     assert kept["nucleus"] >= raw["nucleus"] + 0.15, (kept, raw)
     assert kept["cell"] >= raw["cell"] + 0.05, (kept, raw)
+
+
+def test_negative_clicks_correct_leaks(shipped, monkeypatch):
+    """Corrective clicks (simulated at the largest error) reach 85 % IoU in few clicks; the tiny
+    model barely reacts to a negative click by itself, the engine's cut at negative clicks is
+    what makes them work."""
+    import importlib
+
+    with_cut = clicks_to_85(shipped)
+    assert with_cut <= NOC_CEILING, f"NoC@85 {with_cut:.2f} > {NOC_CEILING}"
+    segmenter_module = importlib.import_module("napari_seem.engine.segmenter")
+    monkeypatch.setattr(segmenter_module, "cut_at_negatives", lambda mask, *args: mask)
+    assert clicks_to_85(shipped) >= with_cut + 3
 
 
 def test_random_weights_do_not_reach_the_floor():
