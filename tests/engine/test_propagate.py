@@ -108,6 +108,10 @@ def test_seed_checks(tiny_segmenter, movie):
     with pytest.raises(ValueError, match="seed masks have shape"):
         list(tiny_segmenter.propagate(movie, 0, Segmentation.empty((5, 5)).__class__(
             np.ones((1, 5, 5), bool), np.ones(1), ["x"], np.ones(1))))
+    seeds = _seeds(tiny_segmenter, movie[0])
+    for bad in ("far", -1):
+        with pytest.raises(ValueError, match="max_step"):
+            list(tiny_segmenter.propagate(movie, 0, seeds, max_step=bad))
 
 
 def test_painted_seeds_without_memory(tiny_segmenter, movie):

@@ -124,7 +124,8 @@ def cut_at_negatives(mask: np.ndarray, prob: np.ndarray, positive: np.ndarray, n
     Args:
         mask: ``[H, W]`` bool predicted mask.
         prob: ``[H, W]`` float mask probability.
-        positive, negative: ``[h, w]`` bool prompt regions at ``mask``'s resolution or a coarser one.
+        positive, negative: ``[h, w]`` bool prompt regions on the same image at any resolution
+            (e.g. the model's), read at the centres of ``mask``'s pixels.
 
     Returns:
         ``[H, W]`` bool, a subset of ``mask``; ``mask`` itself when no negative prompt falls inside

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
-
 from scipy import ndimage
 
 from .connected import cut_at_negatives
@@ -89,6 +88,8 @@ def propagate(
             region rules (``connected_objects``).
         normalize, channel: image handling for every frame (as in ``set_image``).
     """
+    if max_step is not None and max_step != "auto" and not (isinstance(max_step, (int, float)) and max_step >= 0):
+        raise ValueError(f"max_step must be 'auto', None or a distance in pixels >= 0, got {max_step!r}")
     n_frames = len(frames)
     runs = frame_order(n_frames, start, direction, frame_range)
     frame_shape = tuple(np.shape(frames[start]))[:2]
