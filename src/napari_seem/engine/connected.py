@@ -105,6 +105,12 @@ def split_regions(masks: np.ndarray, splittable: np.ndarray, min_fraction: float
     return stacked, np.asarray(source, dtype=np.int64)
 
 
+def bounding_box(mask: np.ndarray) -> tuple[slice, slice]:
+    """The smallest ``(rows, cols)`` slices holding every pixel of a non-empty ``[H, W]`` mask."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
 def _on_grid(prompt: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """``prompt [h, w]`` read on the pixel grid ``shape`` (each pixel takes the prompt pixel under it)."""
     if prompt.shape == tuple(shape):
@@ -137,8 +143,7 @@ def cut_at_negatives(mask: np.ndarray, prob: np.ndarray, positive: np.ndarray, n
     pos = _on_grid(positive, mask.shape) & mask & ~neg
     if not pos.any():
         return mask
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # flood only the mask's bounding box
+    box = bounding_box(mask)  # flood only the mask's bounding box
     markers = np.zeros(mask[box].shape, np.int32)
     markers[pos[box]] = 1
     markers[neg[box]] = 2

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 from scipy import ndimage
 
-from .connected import cut_at_negatives
+from .connected import bounding_box, cut_at_negatives
 from .prompts import ObjectPrompt
 from .result import Segmentation
 
@@ -137,9 +137,7 @@ def limit_motion(result: Segmentation, previous: Segmentation, probability: Call
             continue
         step = 0.3 * np.sqrt(old.sum() / np.pi) if max_step == "auto" else float(max_step)
         step = max(2.0, step)
-        both = new | old
-        rows, cols = np.flatnonzero(both.any(1)), np.flatnonzero(both.any(0))
-        box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # holds every pixel of both masks
+        box = bounding_box(new | old)
         far = new[box] & (ndimage.distance_transform_edt(~old[box]) > step)
         if not far.any():
             continue
