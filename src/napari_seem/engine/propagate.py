@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from .segmenter import Segmenter
 
 DIRECTIONS = ("forward", "backward", "both")
+#: ``max_step="auto"``: an object's outline moves at most this share of its radius per frame
+AUTO_STEP_FRACTION = 0.3
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -135,7 +137,7 @@ def limit_motion(result: Segmentation, previous: Segmentation, probability: Call
     for k, (new, old) in enumerate(zip(result.masks, previous.masks)):
         if not new.any() or not old.any():
             continue
-        step = 0.3 * np.sqrt(old.sum() / np.pi) if max_step == "auto" else float(max_step)
+        step = AUTO_STEP_FRACTION * np.sqrt(old.sum() / np.pi) if max_step == "auto" else float(max_step)
         step = max(2.0, step)
         box = bounding_box(new | old)
         far = new[box] & (ndimage.distance_transform_edt(~old[box]) > step)
