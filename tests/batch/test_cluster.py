@@ -177,6 +177,17 @@ def test_propagation_equals_engine(client, batch_inputs, model_args, engine, tmp
     movie = tifffile.imread(batch_inputs / "movie.tif")
     for index, expected, _ in propagate_labels(engine, movie, job):
         np.testing.assert_array_equal(labels[index], expected)
+    # the motion limit is passed on (here: off): the batch result is the engine's with the same setting
+    from napari_seem.batch.tasks import seeds_for
+
+    limited = Job(ModelSpec("unused"), PromptSpec("propagate", seed_labels=seeds, stop_iou=0, min_score=0, max_step=None))
+    start = seeds_for(engine, movie[0], limited.prompt, limited.options)
+    expected = {i: r.to_labels() for i, r in engine.propagate(movie, 0, start, stop_iou=0, min_score=0, max_step=None)}
+    got = {index: frame for index, frame, _ in propagate_labels(engine, movie, limited)}
+    assert got.keys() == expected.keys()
+    for index in got:
+        np.testing.assert_array_equal(got[index], expected[index])
+    assert any(not np.array_equal(got[i], labels[i]) for i in got)  # the default limit did change frames
 
 
 def test_python_api_vocabulary_zarr_and_exemplar(client, batch_inputs, model_spec, engine, tmp_path):

@@ -182,6 +182,8 @@ def small_inputs(tmp_path_factory):
     (["--exemplar-image", "{img}", "--exemplar-mask", "{mask}", "--exemplar-label", "7"], "does not occur"),
     (["--seed-point", "1"], "ROW,COL"),
     (["--seed-labels", "{mask}"], "propagation needs a stack"),
+    (["--seed-point", "1,2", "--max-step", "far"], "auto or off"),
+    (["--seed-point", "1,2", "--max-step", "-3"], "auto or off"),
     (["--session", "{root}"], "not a napari-seem session"),
 ])
 def test_bad_arguments_exit_2_with_message(small_inputs, tmp_path, args, message):
@@ -194,6 +196,19 @@ def test_bad_arguments_exit_2_with_message(small_inputs, tmp_path, args, message
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_max_step_reaches_the_propagation_prompt():
+    from napari_seem.batch.command import build_prompt, max_step_arg
+
+    assert max_step_arg("auto") == "auto" and max_step_arg("OFF") is None and max_step_arg("2.5") == 2.5
+    args = dict(text=None, vocabulary=None, exemplar_image=None, exemplar_mask=None, exemplar_label=None,
+                min_similarity=0.8, seed_labels=None, seed_points=("3,4",), start_frame=0, direction="forward",
+                stop_iou=0.1, min_score=0.3, session=None, channel=None)
+    prompt, _ = build_prompt(**args, max_step=None)
+    assert prompt.kind == "propagate" and prompt.max_step is None
+    assert prompt.describe()["max_step"] == "off"
+    assert build_prompt(**args)[0].max_step == "auto"
 
 
 def test_main_returns_exit_codes(tmp_path, capsys):

@@ -53,8 +53,23 @@ def _mask(path: str, label: int | None, what: str, option: str) -> np.ndarray:
     return labels != 0
 
 
+def max_step_arg(value: str) -> float | str | None:
+    """``--max-step``: a distance in pixels (>= 0), ``auto`` or ``off`` (None)."""
+    text = str(value).strip().lower()
+    if text in ("auto", "off"):
+        return None if text == "off" else "auto"
+    try:
+        step = float(text)
+    except ValueError:
+        step = -1.0
+    if not step >= 0:
+        raise click.BadParameter(f"expected a distance in pixels >= 0, auto or off, got {value!r}", param_hint="--max-step")
+    return step
+
+
 def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label, min_similarity, seed_labels,
-                 seed_points, start_frame, direction, stop_iou, min_score, session, channel) -> tuple[PromptSpec, str | None]:
+                 seed_points, start_frame, direction, stop_iou, min_score, session, channel,
+                 max_step="auto") -> tuple[PromptSpec, str | None]:
     """The :class:`PromptSpec` from the CLI options (exactly one prompt kind), and a session's model."""
     kinds = {"--text": text is not None, "--exemplar-image": exemplar_image is not None,
              "--seed-labels/--seed-point": seed_labels is not None or bool(seed_points),
@@ -93,7 +108,8 @@ def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label
         labels = None if seed_labels is None else np.asarray(read_image(seed_labels))
         points = None if not seed_points else np.asarray([_point(p) for p in seed_points])
         return PromptSpec("propagate", seed_labels=labels, seed_points=points, start_frame=start_frame,
-                          direction=direction, stop_iou=stop_iou, min_score=min_score, vocabulary=names), None
+                          direction=direction, stop_iou=stop_iou, min_score=min_score, max_step=max_step,
+                          vocabulary=names), None
     return PromptSpec("vocabulary", vocabulary=names), None
 
 
@@ -113,6 +129,9 @@ def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label
 @click.option("--direction", type=click.Choice(DIRECTIONS), default="forward", help="Propagation direction.")
 @click.option("--stop-iou", type=click.FloatRange(0, 1), default=0.1, help="Propagation: stop an object below this IoU with its last mask.")
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.3, help="Propagation: stop an object below this mask score.")
+@click.option("--max-step", default="auto", metavar="PIXELS|auto|off",
+              help="Propagation: cut off mask parts farther than this from the object's last mask "
+                   "(auto: 30 % of its radius).")
 @click.option("--session", type=click.Path(exists=True, file_okay=False), help="Re-run the text / vocabulary prompt of a saved napari-seem session (.seem folder).")
 @click.option("--model", default=None, help=f"Preset name or checkpoint file [default: the session's model, else {DEFAULT_MODEL}].")
 @click.option("--config", default=None, help="Preset name or official SEEM YAML for a checkpoint file (default: guessed).")
@@ -134,7 +153,7 @@ def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label
 @click.option("--resume", is_flag=True, help="Skip items whose outputs are complete.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(inputs, output, text, vocabulary, exemplar_image, exemplar_mask, exemplar_label, min_similarity,
-            seed_labels, seed_points, start_frame, direction, stop_iou, min_score, session, model, config, device,
+            seed_labels, seed_points, start_frame, direction, stop_iou, min_score, max_step, session, model, config, device,
             precision, short_side, max_side, seed, axes, channel, normalize, recursive, label_format, chunk_frames,
             scheduler, workers, threads, overwrite, resume, quiet) -> None:
     """Segment images, z-stacks and time-lapses in INPUTS (files or folders) with one prompt.
@@ -152,7 +171,7 @@ def segment(inputs, output, text, vocabulary, exemplar_image, exemplar_mask, exe
     try:
         prompt, session_model = build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label,
                                              min_similarity, seed_labels, seed_points, start_frame, direction,
-                                             stop_iou, min_score, session, channel)
+                                             stop_iou, min_score, session, channel, max_step_arg(max_step))
         spec = ModelSpec(model or session_model or DEFAULT_MODEL, config=config, device=device, precision=precision,
                          short_side=short_side, max_side=max_side, seed=seed)
         options = RunOptions(normalize=_normalize(normalize), channel=channel, label_format=label_format,

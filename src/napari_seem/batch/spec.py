@@ -84,6 +84,7 @@ class PromptSpec:
             ``seed_labels``).
         start_frame, direction: where propagation starts and which way it goes.
         stop_iou, min_score: propagation's stop rule (see :func:`napari_seem.engine.propagate`).
+        max_step: propagation's motion limit in pixels per frame, ``"auto"`` or None (off).
     """
 
     kind: str
@@ -98,6 +99,7 @@ class PromptSpec:
     direction: str = "forward"
     stop_iou: float = 0.1
     min_score: float = 0.3
+    max_step: float | str | None = "auto"
 
     def __post_init__(self) -> None:
         if self.kind not in PROMPT_KINDS:
@@ -152,6 +154,8 @@ class PromptSpec:
     def describe(self) -> dict[str, Any]:
         """JSON summary (arrays by shape and checksum) recorded in the run manifest."""
         out: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "propagate":
+            out["max_step"] = "off" if self.max_step is None else self.max_step
         for key in ("text", "vocabulary", "min_similarity", "start_frame", "direction", "stop_iou", "min_score"):
             value = getattr(self, key)
             if value is not None and (key in ("text", "vocabulary") or self.kind in ("exemplar", "propagate")):

@@ -205,6 +205,7 @@ def propagate_labels(segmenter: Segmenter, frames, job: Job) -> Iterator[tuple[i
     seeds = seeds_for(segmenter, frames[prompt.start_frame], prompt, job.options)
     for index, result in segmenter.propagate(frames, prompt.start_frame, seeds, direction=prompt.direction,
                                              stop_iou=prompt.stop_iou, min_score=prompt.min_score,
+                                             max_step=prompt.max_step,
                                              normalize=job.options.normalize):
         labels = result.to_labels(LABEL_DTYPE)
         yield index, labels, frame_table(labels, result, index)
