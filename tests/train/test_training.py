@@ -193,3 +193,27 @@ def test_corrective_clicks_go_to_the_errors_the_engine_shows():
     assert shown[1] == 0 and 5 <= shown[0][0] < 15 and 15 <= shown[0][1] < 18  # on the leak
     pred[5:15, 15:18] = False       # only the look-alike is wrong: the engine shows a perfect mask
     assert corrective_click(pred, prompt, target, ObjectiveConfig(clicks_on_kept_regions=True)) is None
+
+
+def test_memory_dropout_trains_corrective_rounds_without_the_previous_mask(tiny_yaml):
+    from napari_seem.train.objective import simulate_prompts
+
+    torch.manual_seed(0)
+    model = build_seem(tiny_yaml).eval()
+    sample = synthetic_sample(3, 96)
+    features = model.encode_image(sample.rgb)
+    chosen = np.array([0, 1])
+
+    def memories(dropout):
+        cfg = ObjectiveConfig(propagation_share=0.0, max_rounds=3, memory_dropout=dropout)
+        out = []
+        for seed in range(6):
+            with torch.no_grad():
+                _, _, prev = simulate_prompts(model, features, sample, chosen, cfg, np.random.default_rng(seed),
+                                              torch.Generator().manual_seed(0))
+            out.append(prev)
+        return out
+
+    kept, dropped = memories(0.0), memories(1.0)
+    assert any(p is not None for p in kept)           # some steps ran corrective rounds with memory
+    assert all(p is None for p in dropped)

@@ -75,6 +75,9 @@ class ObjectiveConfig:
     #: (and that ``spatial_ignore_separate`` leaves out of the loss: a negative click there
     #: teaches the model that negative clicks change nothing)
     clicks_on_kept_regions: bool = False
+    #: share of the trained corrective rounds that get no memory (previous mask): the clicks alone
+    #: must then carry the correction, so the model cannot get by on copying its last mask
+    memory_dropout: float = 0.0
 
 
 def _device(model) -> torch.device:
@@ -176,6 +179,8 @@ def simulate_prompts(
                 click = corrective_click(pred[k], pos[k], sample.full[i], cfg)
                 if click is not None:
                     states[k].add_click(*click)
+    if prev is not None and cfg.memory_dropout > 0 and rng.random() < cfg.memory_dropout:
+        prev = None
     pos, neg = stack_prompts([s.prompt() for s in states], shape, shape)
     return pad(pos), pad(neg), prev
 
