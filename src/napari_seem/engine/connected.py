@@ -24,12 +24,9 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
+from .prompts import resample_nearest
+
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-
-
-def _sample_grid(size: int, full: int) -> np.ndarray:
-    """Index of the full-resolution pixel under the centre of each of ``size`` coarser pixels."""
-    return np.minimum(((np.arange(size) + 0.5) * full / size).astype(np.int64), full - 1)
 
 
 def keep_prompted_regions(mask: np.ndarray, prompt: np.ndarray) -> np.ndarray:
@@ -53,10 +50,7 @@ def keep_prompted_regions(mask: np.ndarray, prompt: np.ndarray) -> np.ndarray:
     labels, n = ndimage.label(mask, structure=_EIGHT_CONNECTED)
     if n <= 1:
         return mask
-    if prompt.shape == mask.shape:
-        seen = labels
-    else:
-        seen = labels[np.ix_(_sample_grid(prompt.shape[0], mask.shape[0]), _sample_grid(prompt.shape[1], mask.shape[1]))]
+    seen = resample_nearest(labels, prompt.shape)  # the region under each prompt pixel's centre
     touched = np.unique(seen[prompt])
     touched = touched[touched > 0]
     if touched.size:
@@ -111,15 +105,6 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, slice]:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def _on_grid(prompt: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``prompt [h, w]`` read on the pixel grid ``shape`` (each pixel takes the prompt pixel under it)."""
-    if prompt.shape == tuple(shape):
-        return prompt
-    rows = np.minimum(((np.arange(shape[0]) + 0.5) * prompt.shape[0] / shape[0]).astype(np.int64), prompt.shape[0] - 1)
-    cols = np.minimum(((np.arange(shape[1]) + 0.5) * prompt.shape[1] / shape[1]).astype(np.int64), prompt.shape[1] - 1)
-    return prompt[np.ix_(rows, cols)]
-
-
 def cut_at_negatives(mask: np.ndarray, prob: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
     """Remove the part of ``mask`` that a negative prompt falls in.
 
@@ -137,10 +122,10 @@ def cut_at_negatives(mask: np.ndarray, prob: np.ndarray, positive: np.ndarray, n
         ``[H, W]`` bool, a subset of ``mask``; ``mask`` itself when no negative prompt falls inside
         it or no positive one does.
     """
-    neg = _on_grid(negative, mask.shape) & mask
+    neg = resample_nearest(negative, mask.shape) & mask
     if not neg.any():
         return mask
-    pos = _on_grid(positive, mask.shape) & mask & ~neg
+    pos = resample_nearest(positive, mask.shape) & mask & ~neg
     if not pos.any():
         return mask
     box = bounding_box(mask)  # flood only the mask's bounding box

@@ -108,6 +108,16 @@ def _to_model(coords: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
     return out
 
 
+def resample_nearest(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``array [h, w]`` on the pixel grid ``shape``: each output pixel takes the input pixel under
+    its centre (both grids span the same image)."""
+    if array.shape[:2] == tuple(shape):
+        return array
+    rows, cols = (np.minimum(((np.arange(n) + 0.5) * m / n).astype(np.int64), m - 1)
+                  for n, m in zip(shape, array.shape[:2]))
+    return array[np.ix_(rows, cols)]
+
+
 def _resize_mask(mask: np.ndarray, original_shape: tuple[int, int], model_shape: tuple[int, int], name: str) -> np.ndarray:
     arr = np.asarray(mask)
     if arr.shape != tuple(original_shape):
@@ -115,9 +125,7 @@ def _resize_mask(mask: np.ndarray, original_shape: tuple[int, int], model_shape:
     arr = arr.astype(bool)
     if arr.shape == tuple(model_shape):
         return arr
-    rows = np.minimum((np.arange(model_shape[0]) + 0.5) * original_shape[0] / model_shape[0], original_shape[0] - 1)
-    cols = np.minimum((np.arange(model_shape[1]) + 0.5) * original_shape[1] / model_shape[1], original_shape[1] - 1)
-    out = arr[rows.astype(int)[:, None], cols.astype(int)[None, :]]
+    out = resample_nearest(arr, model_shape)
     if arr.any() and not out.any():  # a mark thinner than a model pixel: keep its pixels
         r, c = np.nonzero(arr)
         out[np.minimum((r * model_shape[0]) // original_shape[0], model_shape[0] - 1),
