@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from napari_seem.train.losses import (
     class_loss, dice_loss, downsample_targets, full_mask_loss, hungarian, mask_costs, match_queries,
+    point_mask_loss, sample_points, uncertain_points, upsample,
 )
 
 
@@ -74,3 +75,80 @@ def test_weighted_mask_losses_ignore_zero_weight_pixels():
     assert dice < 0.05 and bce < plain[0]
     ones = full_mask_loss(logits, targets, torch.ones(1, 16, 16))
     assert torch.allclose(ones[0], plain[0]) and torch.allclose(ones[1], plain[1])
+
+
+def _pixel_centre_coords(size, padded):
+    """Grid coordinates of every pixel centre of an image ``size`` in a padded frame."""
+    ys, xs = np.mgrid[: size[0], : size[1]] + 0.5
+    coords = np.stack([2 * xs / padded[1] - 1, 2 * ys / padded[0] - 1], -1).reshape(1, -1, 2)
+    return torch.from_numpy(coords).float()
+
+
+def test_points_sample_the_upsampled_logits_and_the_targets_pixels():
+    # a 30 x 26 image padded to 32 x 32: logits at 8 x 8
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 8, 8, generator=g)
+    coords = _pixel_centre_coords((30, 26), (32, 32))
+    up = upsample(logits, (30, 26))
+    assert torch.allclose(sample_points(logits, coords)[0], up.flatten(), atol=1e-5)
+    targets = torch.rand(1, 30, 26, generator=g)
+    target_coords = _pixel_centre_coords((30, 26), (30, 26))
+    assert torch.allclose(sample_points(targets, target_coords)[0], targets.flatten(), atol=1e-5)
+    assert torch.equal(sample_points(targets, target_coords, mode="nearest")[0], targets.flatten())
+
+
+def test_uncertain_points_fall_in_the_image_and_mostly_on_the_outline():
+    logits = torch.full((2, 16, 16), -10.0)
+    logits[:, 4:8, 4:8] = 10.0
+    logits[:, 4:8, 8] = 0.0                      # the least certain cells: a column at the outline
+    logits[:, 4:8, 3] = 0.5
+    coords = uncertain_points(logits, 40, (50, 40), torch.Generator().manual_seed(1))
+    assert coords.shape == (2, 40, 2)
+    pixels = (coords + 1) / 2 * torch.tensor([64.0, 64.0])  # x, y in image pixels
+    assert (pixels >= 0).all() and (pixels[..., 0] < 40).all() and (pixels[..., 1] < 50).all()
+    cells = (pixels // 4).long()
+    uncertain = ((cells[..., 0] == 8) | (cells[..., 0] == 3)) & (cells[..., 1] >= 4) & (cells[..., 1] < 8)
+    n_uncertain = int(0.75 * 40) // 3 * 3       # the 10 least certain cells x 3 points: 8 of them are
+    assert uncertain[:, :n_uncertain].sum(1).eq(8 * 3).all()     # on the outline, 2 anywhere
+    n_uncertain = 8 * 3
+    # the rest are uniform over the image (not only the uncertain cells)
+    assert (~uncertain[:, n_uncertain:]).any(dim=1).all()
+
+
+def test_point_mask_loss_agrees_with_the_full_loss():
+    targets = torch.zeros(2, 64, 60, dtype=torch.bool)
+    targets[0, 10:40, 8:30] = True
+    targets[1, 30:60, 30:58] = True
+    right = torch.full((2, 16, 16), -6.0)
+    right[0, 2:10, 2:8] = 6.0
+    right[1, 8:15, 8:15] = 6.0
+    wrong = -right
+    g = torch.Generator().manual_seed(0)
+    bce_r, dice_r = point_mask_loss(right, targets, 2048, g)
+    bce_w, dice_w = point_mask_loss(wrong, targets, 2048, g)
+    assert dice_r < 0.2 and dice_w > 0.9 and bce_w > 5 * bce_r
+    # uniform-noise logits: the point loss estimates the full-resolution loss
+    noisy = torch.randn(2, 16, 16, generator=g)
+    full_bce, full_dice = full_mask_loss(noisy, targets)
+    bce, dice = point_mask_loss(noisy, targets, 4096, g)
+    assert abs(float(bce - full_bce)) < 0.15 * float(full_bce)
+    assert abs(float(dice - full_dice)) < 0.15 * float(full_dice)
+    # gradients reach the logits; no points for no masks
+    noisy.requires_grad_(True)
+    sum(point_mask_loss(noisy, targets, 512, g)).backward()
+    assert noisy.grad.abs().sum() > 0
+    empty = point_mask_loss(noisy[:0], targets[:0], 512, g)
+    assert float(empty[0]) == 0.0 and float(empty[1]) == 0.0
+
+
+def test_point_mask_loss_ignores_zero_weight_pixels():
+    targets = torch.zeros(1, 16, 16, dtype=torch.bool)
+    targets[0, :8, :8] = True
+    logits = torch.full((1, 4, 4), -8.0)
+    logits[0, :2, :2] = 8.0
+    logits[0, 3, 3] = 8.0                        # a look-alike far away, wrong
+    weights = torch.ones(1, 16, 16)
+    plain = point_mask_loss(logits, targets, 256, torch.Generator().manual_seed(2))
+    weights[0, 12:, 12:] = 0.0
+    bce, dice = point_mask_loss(logits, targets, 256, torch.Generator().manual_seed(2), weights)  # same points
+    assert dice < plain[1] and bce < plain[0]

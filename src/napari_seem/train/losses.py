@@ -1,7 +1,8 @@
 """SEEM's training objectives: sigmoid BCE + dice mask losses, Hungarian matching, class CE.
 
-Mask losses are computed on full masks at the image resolution (predicted logits, at a quarter
-of the padded image, are upsampled bilinearly); matching costs at the logits' resolution.
+Mask losses are computed either on full masks at the image resolution (predicted logits, at a
+quarter of the padded image, are upsampled bilinearly) or, as in SEEM, at points sampled per mask
+with importance to the uncertain ones (``point_mask_loss``); matching costs at the logits' resolution.
 """
 from __future__ import annotations
 
@@ -64,6 +65,78 @@ def full_mask_loss(logits: Tensor, targets: Tensor, weights: Tensor | None = Non
     t = targets.flatten(1).to(up.dtype)
     w = None if weights is None else weights.flatten(1).to(up.dtype)
     return bce_loss(up, t, w), dice_loss(up, t, w)
+
+
+#: SEEM's point sampling: the share of the points placed by uncertainty, and how many times
+#: denser than uniform they lie in the least certain part of the image
+IMPORTANCE_SAMPLE_RATIO = 0.75
+OVERSAMPLE_RATIO = 3
+
+
+def uncertain_points(logits: Tensor, n_points: int, size: tuple[int, int], generator: torch.Generator | None) -> Tensor:
+    """``[N, n_points, 2]`` grid coordinates (x, y in ``[-1, 1]`` of the padded image) per mask.
+
+    As SEEM's ``get_uncertain_point_coords_with_randomness``, a share ``IMPORTANCE_SAMPLE_RATIO``
+    of the points falls where the prediction is least certain (logits closest to 0) and the rest
+    is uniform in the unpadded image ``size``. SEEM keeps the least certain of
+    ``OVERSAMPLE_RATIO`` times as many uniform candidates; here the logit cells themselves
+    (``logits [N, h, w]``, a quarter of the padded image's resolution) are ranked by ``-|logit|``
+    and ``OVERSAMPLE_RATIO`` points drawn uniformly in each of the least certain ones: the same
+    idea at a fraction of the cost (no candidates to interpolate, a smaller ranking).
+    """
+    n, h, w = logits.shape
+    device, dtype = logits.device, logits.dtype
+    hv, wv = -(-size[0] // 4), -(-size[1] // 4)  # cells that cover the unpadded image
+    extent = torch.tensor([size[1], size[0]], device=device, dtype=dtype)
+    n_cells = min(int(IMPORTANCE_SAMPLE_RATIO * n_points) // OVERSAMPLE_RATIO, hv * wv)
+    n_uncertain = n_cells * OVERSAMPLE_RATIO
+    with torch.no_grad():
+        uncertainty = -logits.detach()[:, :hv, :wv].abs().flatten(1)
+        cells = uncertainty.topk(n_cells, dim=1, sorted=False).indices.repeat_interleave(OVERSAMPLE_RATIO, dim=1)
+    corner = torch.stack([cells % wv, cells // wv], -1).to(dtype) * 4
+    jitter = torch.rand(n, n_points, 2, generator=generator).to(device=device, dtype=dtype)
+    uncertain = torch.minimum(corner + 4 * jitter[:, :n_uncertain], extent - 1e-3)
+    uniform = jitter[:, n_uncertain:] * extent
+    pixels = torch.cat([uncertain, uniform], dim=1)  # continuous (x, y) in image pixels
+    padded = torch.tensor([4 * w, 4 * h], device=device, dtype=dtype)
+    return 2 * pixels / padded - 1
+
+
+def sample_points(maps: Tensor, coords: Tensor, mode: str = "bilinear") -> Tensor:
+    """``[N, h, w]`` maps sampled at ``[N, P, 2]`` grid coordinates -> ``[N, P]``."""
+    return F.grid_sample(maps[:, None], coords[:, None], mode=mode, padding_mode="border",
+                         align_corners=False)[:, 0, 0]
+
+
+def point_mask_loss(logits: Tensor, targets: Tensor, n_points: int, generator: torch.Generator | None = None,
+                    weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """BCE and dice as ``full_mask_loss``, at ``n_points`` points per mask (SEEM's point-sampled loss).
+
+    Points are continuous positions in the unpadded image; the logits are sampled bilinearly (as
+    ``upsample`` would give them there), the ``[N, H, W]`` bool targets bilinearly (soft at the
+    outline, as in SEEM), the optional ``weights [N, H, W]`` at the nearest pixel.
+    """
+    if logits.shape[0] == 0:
+        zero = logits.sum() * 0
+        return zero, zero
+    size = tuple(targets.shape[-2:])
+    coords = uncertain_points(logits, n_points, size, generator)
+    # the same points in the targets' own grid (the unpadded image)
+    h, w = logits.shape[-2:]
+    factor = torch.tensor([4 * w / size[1], 4 * h / size[0]], device=coords.device)
+    target_coords = (coords + 1) * factor - 1
+    p = sample_points(logits, coords)
+    t = sample_points(targets.to(p.dtype), target_coords)
+    wts = None if weights is None else sample_points(weights.to(p.dtype), target_coords, mode="nearest")
+    return bce_loss(p, t, wts), dice_loss(p, t, wts)
+
+
+def mask_loss(logits: Tensor, targets: Tensor, n_points: int = 0, generator: torch.Generator | None = None,
+              weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``point_mask_loss`` with ``n_points > 0``, else ``full_mask_loss``."""
+    if n_points > 0:
+        return point_mask_loss(logits, targets, n_points, generator, weights)
+    return full_mask_loss(logits, targets, weights)
 
 
 def downsample_targets(masks: Tensor, size: tuple[int, int]) -> Tensor:
