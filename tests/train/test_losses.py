@@ -138,7 +138,7 @@ def test_point_mask_loss_agrees_with_the_full_loss():
     sum(point_mask_loss(noisy, targets, 512, g)).backward()
     assert noisy.grad.abs().sum() > 0
     empty = point_mask_loss(noisy[:0], targets[:0], 512, g)
-    assert float(empty[0]) == 0.0 and float(empty[1]) == 0.0
+    assert float(empty[0].detach()) == 0.0 and float(empty[1].detach()) == 0.0
 
 
 def test_point_mask_loss_ignores_zero_weight_pixels():

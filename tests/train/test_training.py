@@ -69,6 +69,30 @@ def test_training_is_deterministic_and_learns(tiny_yaml, tmp_path):
     assert (tmp_path / "a" / "checkpoint.pt").is_file()
 
 
+def test_point_sampled_losses_train_deterministically_without_full_masks(tiny_yaml, tmp_path, monkeypatch):
+    """``mask_points``: SEEM's point-sampled mask losses; the points come from the step's seeded
+    generator, so a run is reproducible, and no full-resolution mask loss is computed."""
+    import napari_seem.train.losses as losses
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("full-resolution mask loss computed with mask_points > 0")
+
+    monkeypatch.setattr(losses, "full_mask_loss", refuse)
+
+    def run(out):
+        torch.manual_seed(0)
+        model = build_seem(tiny_yaml)
+        cfg = TrainConfig(steps=3, image_sizes=(64,), seed=5, warmup=1, checkpoint_every=5,
+                          objective=ObjectiveConfig(mask_points=256, propagation_share=0.0))
+        return train(model, cfg, out, log=lambda _: None).state_dict()
+
+    a, b = run(tmp_path / "a"), run(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    torch.manual_seed(0)
+    start = build_seem(tiny_yaml).state_dict()
+    assert any(not torch.equal(a[k], start[k]) for k in a)
+
+
 def test_weight_average_is_the_result_and_survives_a_resume(tiny_yaml, tmp_path):
     """With ``ema``, the trained model ends with the running average of its weights (kept in the
     checkpoint, so a resumed run continues the same average)."""
