@@ -174,13 +174,14 @@ def test_reproduce_runs_every_phase_in_order(tmp_path, monkeypatch):
     runs = []
 
     def fake_train(model, cfg, out_dir, data=None, resume=True):
-        runs.append((Path(out_dir).name, cfg.steps, cfg.seed, cfg.image_sizes))
+        runs.append((Path(out_dir).name, cfg.steps, cfg.seed, cfg.image_sizes, cfg.threads))
         return model
 
     monkeypatch.setattr(cli, "train", fake_train)
     main(["--reproduce", "--out", str(tmp_path)])
     assert [r[0] for r in runs] == [f"phase{i + 1}" for i in range(len(cli.recipe(str(tmp_path))))]
-    assert runs[0][1:] == (2800, 0, (128, 160, 192))
+    assert runs[0][1:] == (2800, 0, (128, 160, 192), 2)
+    assert all(r[4] == 2 for r in runs)  # the shipped weights depend on the thread count
     for phase in cli.recipe(str(tmp_path))[1:]:
         start = Path(phase[phase.index("--fine-tune") + 1])
         assert start.is_file() and start.parent.parent == tmp_path
