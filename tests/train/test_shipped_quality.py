@@ -17,7 +17,7 @@ import torch
 from napari_seem.engine import ObjectPrompt
 from napari_seem.model import build_seem
 from napari_seem.synthetic import make_image, object_centre
-from napari_seem.train.evaluate import EVAL_SEED, _noc, _targets, evaluate, iou, iou_matrix, make_segmenter
+from napari_seem.train.evaluate import EVAL_SEED, _correct, _noc, _targets, evaluate, iou, iou_matrix, make_segmenter
 from napari_seem.weights import load_shipped_model, shipped_model_path
 
 #: single click at the object's centre, mean IoU over 2 held-out 256² images (28 objects)
@@ -129,3 +129,29 @@ def test_issue_6_acceptance_targets(shipped):
     assert report.automatic_class_accuracy >= 0.9
     assert report.propagation_iou >= 0.8
     assert report.propagation_identity == 1.0
+
+
+def test_corrective_clicks_and_the_corrected_propagation_diagnostic(shipped):
+    """``_correct`` stops at 85 % IoU (or returns the last result after ``max_clicks``);
+    ``evaluate(corrected_propagation=True)`` propagates from that corrected first frame."""
+    seg = make_segmenter(shipped)
+    s = make_image((256, 256), seed=EVAL_SEED)
+    seg.set_image(s.image)
+    reached = 0
+    for obj, full, _ in list(_targets(s, min_area=60))[:4]:
+        point = object_centre(s.instances, obj["id"])
+        first = seg.predict(ObjectPrompt(points=[point]))
+        clicks, corrected = _correct(seg, full, point, first, 20)
+        assert 1 <= clicks <= 20
+        if clicks == 1:
+            assert corrected is first
+        if clicks < 20:
+            reached += 1
+            assert iou(corrected.masks[0], full) >= 0.85
+    assert reached >= 2, "corrective clicks reached 85 % IoU on fewer than 2 of 4 objects"
+    plain = evaluate(shipped, n_images=1, n_sequences=1, noc_objects=1)
+    assert np.isnan(plain.propagation_corrected_iou)
+    report = evaluate(shipped, n_images=1, n_sequences=1, noc_objects=1, corrected_propagation=True)
+    assert report.propagation_iou == plain.propagation_iou
+    assert 0.0 <= report.propagation_corrected_iou <= 1.0
+    assert 0.0 <= report.propagation_corrected_identity <= 1.0
