@@ -1,6 +1,6 @@
 """Quality of a model against issue 6's acceptance targets, on held-out synthetic data.
 
-    python benchmarks/eval_shipped_model.py [--model seem_tiny_synthetic] [--images 4] [--sequences 1] [--raw-masks] [--seed 5000]
+    python benchmarks/eval_shipped_model.py [--model seem_tiny_synthetic | FILE --config YAML] [--images 4] [--sequences 1] [--raw-masks] [--seed 5000]
 
 Prints every metric beside its target and exits 1 when any target is missed. The shipped preview
 model does not meet them yet (see its model card); ``tests/train/test_shipped_quality.py`` runs
@@ -26,6 +26,8 @@ TARGETS = [  # (label, value getter, comparison, threshold)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="seem_tiny_synthetic")
+    parser.add_argument("--config", default=None,
+                        help="the model's config, for a weights file (a training run's config.yaml, a preset name)")
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--sequences", type=int, default=1)
     parser.add_argument("--raw-masks", action="store_true",
@@ -36,7 +38,7 @@ def main() -> int:
     from napari_seem.model import from_pretrained
     from napari_seem.train.evaluate import EVAL_SEED, evaluate
 
-    report = evaluate(from_pretrained(args.model), n_images=args.images, n_sequences=args.sequences,
+    report = evaluate(from_pretrained(args.model, config=args.config), n_images=args.images, n_sequences=args.sequences,
                       seed=EVAL_SEED if args.seed is None else args.seed, corrected_propagation=True,
                       connected_objects=not args.raw_masks)
     ok = True

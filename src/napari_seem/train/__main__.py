@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
                         "(fields of napari_seem.train.ObjectiveConfig)")
     p.add_argument("--reproduce", action="store_true",
                    help="run every phase that produced the shipped seem_tiny_synthetic weights, in --out/phaseN "
-                        "(the last phase's model.safetensors equals the shipped file)")
+                        "(the last phase's model.safetensors equals the shipped file on the same processor; "
+                        "see the model card)")
     args = p.parse_args(argv)
     if args.reproduce:
         for phase in recipe(args.out):

@@ -1,7 +1,9 @@
 """The training loop: schedule, optimiser, progress bar, checkpoints, export.
 
 Deterministic from ``seed``: the initial weights, every sample (``seed``, step) and every random
-draw of the decoder come from seeded generators (single-process CPU training).
+draw of the decoder come from seeded generators (single-process CPU training). The bytes of the
+result also depend on the thread count and the processor (the order and kernels of
+floating-point sums).
 """
 from __future__ import annotations
 
