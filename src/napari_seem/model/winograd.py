@@ -7,10 +7,12 @@ convolution with ``(m + 2)^2 / (9 m^2)`` of the multiplications (``m = 4``: 4x f
 of ordinary matrix products, plus cheap linear transforms of the input tiles and the outputs.
 
 The result equals ``F.conv2d(x, weight, bias, padding=1)`` up to float rounding (the transforms
-reorder the sums; the error is measured in ``tests/model/test_winograd.py``). The matrices come
-from exact rational Toom-Cook interpolation at the points ``0, +-1, +-2, ..., infinity``; the
-rows of the input transform are scaled to integers (the fractions go into the filter
-transform, which is computed once per weight), as in Lavin & Gray (2016).
+reorder the sums; the error is measured in ``tests/model/test_winograd.py``: about 4e-6 of the
+output's scale in float32 for ``m = 4``, 25x below the 1e-4 of the official-parity checks). The
+matrices come from exact rational Toom-Cook interpolation at the points ``0, +-1, 1/2, -2, ...,
+infinity`` (see :func:`_points`); the rows of the input transform are scaled to integers (the
+fractions go into the filter transform, which is computed once per weight), as in Lavin & Gray
+(2016).
 
 The image is processed in horizontal strips, so the transformed tiles never need more than a
 few tens of MB whatever the image size.
@@ -53,12 +55,17 @@ def enabled(flag: bool):
 
 
 def _points(count: int) -> list[Fraction]:
-    """``0, 1, -1, 2, -2, ...``: the ``count`` finite interpolation points."""
-    points = [Fraction(0)]
-    k = 1
+    """The ``count`` finite interpolation points: ``0, 1, -1, 1/2, -2, -1/2, 2, 1/4, -4, ...``.
+
+    For ``F(4, 3)`` (5 points) ``0, +-1, 1/2, -2`` instead of Lavin & Gray's ``0, +-1, +-2``
+    halve the float32 error (measured in ``tests/model/test_winograd.py``), as Barabasz et al.
+    (2020, "Error analysis and improving the accuracy of Winograd convolution") found.
+    """
+    points = [Fraction(0), Fraction(1), Fraction(-1)]
+    k = 2
     while len(points) < count:
-        points += [Fraction(k), Fraction(-k)]
-        k += 1
+        points += [Fraction(1, k), Fraction(-k), Fraction(-1, k), Fraction(k)]
+        k *= 2
     return points[:count]
 
 
