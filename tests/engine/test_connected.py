@@ -7,6 +7,7 @@ from napari_seem.engine.connected import (
     cut_at_negatives,
     keep_prompted_regions,
     keep_prompted_regions_all,
+    merge_duplicates,
     split_regions,
 )
 from napari_seem.synthetic import make_image
@@ -154,6 +155,45 @@ def test_segment_everything_gives_one_region_per_thing_object(tiny_model):
             assert _n_regions(split.masks[k]) == 1
     assert split.memory.shape[0] == len(split) and list(split.object_ids) == list(range(1, len(split) + 1))
     assert len(split) > len(raw)  # this random model's segments are scattered: they were split
+
+
+def _two_halves() -> tuple[np.ndarray, np.ndarray]:
+    """Two touching segments (the halves of one square) and two query masks covering the square."""
+    masks = np.zeros((2, 30, 30), bool)
+    masks[0, 5:20, 5:12] = True
+    masks[1, 5:20, 12:20] = True
+    queries = np.zeros((2, 30, 30), bool)
+    queries[:, 5:20, 5:20] = True
+    return masks, queries
+
+
+def test_touching_segments_of_duplicate_queries_merge():
+    masks, queries = _two_halves()
+    things = np.array([True, True])
+    assert merge_duplicates(masks, queries, np.array([0, 0]), things) == [[0, 1]]
+    # another class, a stuff class, or query masks that describe different objects: kept apart
+    assert merge_duplicates(masks, queries, np.array([0, 1]), things) == [[0], [1]]
+    assert merge_duplicates(masks, queries, np.array([0, 0]), np.array([True, False])) == [[0], [1]]
+    assert merge_duplicates(masks, masks, np.array([0, 0]), things) == [[0], [1]]
+    # not touching: two objects, however alike their queries
+    apart = masks.copy()
+    apart[1] = np.roll(masks[1], 3, axis=1)
+    assert merge_duplicates(apart, queries, np.array([0, 0]), things) == [[0], [1]]
+    # the threshold is on the IoU of the query masks (here 15x7 / 15x15 = 0.47)
+    half = queries.copy()
+    half[1, :, 12:] = False
+    assert merge_duplicates(masks, half, np.array([0, 0]), things) == [[0], [1]]
+    assert merge_duplicates(masks, half, np.array([0, 0]), things, iou_threshold=0.4) == [[0, 1]]
+
+
+def test_merging_is_transitive_and_keeps_order():
+    masks = np.zeros((4, 10, 40), bool)
+    for k, (a, b) in enumerate([(0, 10), (30, 40), (10, 20), (20, 30)]):
+        masks[k, :, a:b] = True
+    queries = np.ones((4, 5, 20), bool)
+    queries[1] = False
+    queries[1, :, 15:] = True  # segment 1's query describes another object
+    assert merge_duplicates(masks, queries, np.zeros(4, int), np.ones(4, bool)) == [[0, 2, 3], [1]]
 
 
 def test_split_regions_drops_pieces_below_the_minimum_area():

@@ -9,6 +9,9 @@ that look alike elsewhere in the image (many nuclei look the same). The engine t
 * splits, in **automatic mode and text search**, a "thing" segment made of separate regions into
   one object per region; crumbs are dropped: pieces under 5 % of the segment's largest region,
   or smaller than one cell of the decoder's mask grid (4 x 4 pixels at model resolution);
+* merges, in the same modes, touching segments of one "thing" class whose object queries
+  describe the same object (their own masks overlap with IoU >= 0.5): SEEM's panoptic merge gives
+  each pixel to one query, so two queries on one nucleus would otherwise split it in two;
 * cuts off, per prompted object, the part of its mask that a **negative** prompt falls in: the
   mask is flooded from the positive and the negative prompt pixels inside it (seeded watershed
   on the mask's confidence), and what is reached first from a negative seed leaves the mask. A
@@ -97,6 +100,47 @@ def split_regions(masks: np.ndarray, splittable: np.ndarray, min_fraction: float
             source.append(k)
     stacked = np.stack(out) if out else np.zeros((0, *masks.shape[1:]), dtype=bool)
     return stacked, np.asarray(source, dtype=np.int64)
+
+
+def merge_duplicates(masks: np.ndarray, query_masks: np.ndarray, classes: np.ndarray, mergeable: np.ndarray,
+                     iou_threshold: float = 0.5) -> list[list[int]]:
+    """Groups of segments that are one object: same mergeable class, touching (8-connected), and
+    made by queries whose own masks overlap with IoU >= ``iou_threshold``.
+
+    Args:
+        masks: ``[N, H, W]`` bool, non-overlapping segments (e.g. of a panoptic merge).
+        query_masks: ``[N, h, w]`` bool, the own mask of each segment's query (any resolution,
+            the same for all).
+        classes: ``[N]`` class index of each segment.
+        mergeable: ``[N]`` bool, which segments may merge (the "thing" classes).
+
+    Returns:
+        Index lists, one per object, each sorted, in order of their first segment.
+    """
+    n = len(masks)
+    own = query_masks.reshape(n, -1).astype(np.float32)
+    inter = own @ own.T
+    area = own.sum(1)
+    iou = inter / np.maximum(area[:, None] + area[None] - inter, 1.0)
+    parent = list(range(n))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            k = parent[k]
+        return k
+
+    for a, b in zip(*np.nonzero(np.triu(iou >= iou_threshold, 1))):
+        if not (mergeable[a] and mergeable[b] and classes[a] == classes[b]) or root(a) == root(b):
+            continue
+        if not (masks[a].any() and masks[b].any()):
+            continue
+        box = bounding_box(masks[a] | masks[b])
+        if (ndimage.binary_dilation(masks[a][box], structure=_EIGHT_CONNECTED) & masks[b][box]).any():
+            parent[max(root(a), root(b))] = min(root(a), root(b))
+    groups: dict[int, list[int]] = {}
+    for k in range(n):
+        groups.setdefault(root(k), []).append(k)
+    return list(groups.values())
 
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, slice]:

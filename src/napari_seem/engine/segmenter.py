@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..model import SEEM, from_pretrained
 from ..model.postprocess import panoptic_inference
 from ..model.seem import ImageFeatures
-from .connected import cut_at_negatives, keep_prompted_regions_all, split_regions
+from .connected import cut_at_negatives, keep_prompted_regions_all, merge_duplicates, split_regions
 from .device import inference_context, release_memory, resolve_device
 from .feature_cache import FeatureCache, image_signature, model_fingerprint
 from .image import DEFAULT_MAX_SIDE, DEFAULT_SHORT_SIDE, Normalize, PreparedImage, logits_to_original, prepare_image
@@ -70,7 +70,8 @@ class Segmenter:
             a prompted object keeps only the regions of its mask that its positive prompt touches
             (a click marks one object, not every look-alike in the image), and a negative prompt
             cuts off the part of the mask it falls in; automatic mode and text search give one
-            object per separate region of a "thing" segment. ``False`` returns SEEM's raw masks.
+            object per separate region of a "thing" segment, and join the touching segments of
+            two queries on one object. ``False`` returns SEEM's raw masks.
     """
 
     def __init__(
@@ -447,8 +448,16 @@ class Segmenter:
         masks = torch.stack([labels == s["id"] for s in segments]).cpu().numpy()
         source = np.arange(len(segments))
         if self.connected_objects:
+            things = np.array([s["isthing"] for s in segments])
+            groups = merge_duplicates(masks, (out.masks[0, keep_queries] > 0).cpu().numpy(),
+                                      np.array([s["category_id"] for s in segments]), things)
+            if len(groups) < len(segments):  # a merged object keeps its largest segment's query
+                areas = masks.reshape(len(masks), -1).sum(1)
+                source = np.array([g[int(np.argmax(areas[g]))] for g in groups])
+                masks = np.stack([masks[g].any(0) for g in groups])
             cell = 16.0 / float(np.prod(state.prepared.scale))  # a 4 x 4 decoder cell, in original pixels
-            masks, source = split_regions(masks, np.array([s["isthing"] for s in segments]), min_area=cell)
+            masks, pieces = split_regions(masks, things[source], min_area=cell)
+            source = source[pieces]
         scores = np.asarray([segments[k]["score"] for k in source], np.float32)
         return Segmentation(
             masks=masks,
