@@ -58,8 +58,9 @@ def _points(count: int) -> list[Fraction]:
     """The ``count`` finite interpolation points: ``0, 1, -1, 1/2, -2, -1/2, 2, 1/4, -4, ...``.
 
     For ``F(4, 3)`` (5 points) ``0, +-1, 1/2, -2`` instead of Lavin & Gray's ``0, +-1, +-2``
-    halve the float32 error (measured in ``tests/model/test_winograd.py``), as Barabasz et al.
-    (2020, "Error analysis and improving the accuracy of Winograd convolution") found.
+    halve the float32 error (measured in ``tests/model/test_winograd.py``; on how the points set
+    the error: Barabasz et al. 2020, "Error analysis and improving the accuracy of Winograd
+    convolution for deep neural networks").
     """
     points = [Fraction(0), Fraction(1), Fraction(-1)]
     k = 2
