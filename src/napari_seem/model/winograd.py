@@ -31,9 +31,9 @@ from torch import Tensor
 KERNEL = 3
 #: smallest channel count (in and out) and feature-map size where Winograd is used. The crossover
 #: depends on the CPU: where first measured, 2.2-2.4x faster than oneDNN from 256 channels at 32 x 32
-#: upwards (no gain at 64 channels); on an AVX-512 EPYC, where oneDNN is faster, 512 channels gain
-#: from 64 x 64 (1.0x; 1.26x at 256 x 256) and lose at 32 x 32 (0.7x), 128-256 channels lose below
-#: 256 x 256. SEEM's 3x3 convolutions have 512 channels, the large ones at stride 4: there,
+#: upwards (no gain at 64 channels); on an AVX-512 EPYC, where oneDNN is faster, 512 channels
+#: lose at 32 x 32 (0.7x), break even at 64 x 64 and gain from 128 x 128 (1.1x; 1.26x at
+#: 256 x 256), and 128-256 channels lose below 256 x 256. SEEM's 3x3 convolutions have 512 channels, the large ones at stride 4: there,
 #: 32 x 32 or 64 x 64 as the limit makes no measurable difference to a whole encoding.
 MIN_CHANNELS = 128
 MIN_PIXELS = 32 * 32
