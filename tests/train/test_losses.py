@@ -1,10 +1,11 @@
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
 from napari_seem.train.losses import (
     class_loss, dice_loss, downsample_targets, full_mask_loss, hungarian, mask_costs, match_queries,
-    point_mask_loss, sample_points, uncertain_points, upsample,
+    point_mask_loss, pool_targets, sample_points, uncertain_points, upsample,
 )
 
 
@@ -152,3 +153,44 @@ def test_point_mask_loss_ignores_zero_weight_pixels():
     weights[0, 12:, 12:] = 0.0
     bce, dice = point_mask_loss(logits, targets, 256, torch.Generator().manual_seed(2), weights)  # same points
     assert dice < plain[1] and bce < plain[0]
+
+
+def test_half_resolution_loss_compares_2x_upsampled_logits_with_area_averaged_targets():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 8, 8, generator=g, requires_grad=True)
+    targets = torch.rand(2, 30, 26, generator=g) > 0.5       # a 30 x 26 image padded to 32 x 32
+    bce, dice = full_mask_loss(logits, targets, stride=2)
+    up = F.interpolate(logits.detach()[None], size=(16, 16), mode="bilinear", align_corners=False)[0, :, :15, :13]
+    soft = F.avg_pool2d(F.pad(targets.float(), (0, 6, 0, 2))[None], 2)[0, :, :15, :13]
+    expected_bce = F.binary_cross_entropy_with_logits(up, soft, reduction="none").flatten(1).mean(1).mean()
+    assert torch.allclose(bce, expected_bce, atol=1e-6)
+    assert torch.allclose(dice, dice_loss(up.flatten(1), soft.flatten(1)), atol=1e-6)
+    (bce + dice).backward()
+    assert logits.grad.abs().sum() > 0
+    # right and wrong masks are told apart as at full resolution
+    right = torch.full((1, 4, 4), -8.0)
+    right[0, :2, :2] = 8.0
+    square = torch.zeros(1, 16, 16, dtype=torch.bool)
+    square[0, :8, :8] = True
+    assert full_mask_loss(right, square, stride=2)[1] < 0.05 < full_mask_loss(-right, square, stride=2)[1]
+    with pytest.raises(ValueError, match="stride"):
+        full_mask_loss(logits, targets, stride=3)
+
+
+def test_pooled_targets_average_only_the_counted_pixels():
+    targets = torch.tensor([[[1, 0], [1, 1]]], dtype=torch.bool)
+    weights = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])        # the bottom row is ignored
+    soft, block = pool_targets(targets, (2, 2), 2, weights)
+    assert torch.allclose(soft, torch.tensor([[[0.5]]])) and torch.allclose(block, torch.tensor([[[0.5]]]))
+    # at half resolution too, targets under zero weight do not change the loss
+    logits = torch.randn(1, 4, 4, generator=torch.Generator().manual_seed(4))
+    square = torch.zeros(1, 16, 16, dtype=torch.bool)
+    square[0, :8, :8] = True
+    ignore = torch.ones(1, 16, 16)
+    ignore[0, 10:, 10:] = 0.0
+    other = square.clone()
+    other[0, 12:, 12:] = True                                   # an object where the weights are 0
+    a = full_mask_loss(logits, square, ignore, stride=2)
+    b = full_mask_loss(logits, other, ignore, stride=2)
+    assert torch.allclose(a[0], b[0]) and torch.allclose(a[1], b[1])
+    assert not torch.allclose(full_mask_loss(logits, other, stride=2)[1], a[1])

@@ -38,6 +38,29 @@ def test_text_bank_matches_the_engine_class_embeddings(tiny_yaml):
     assert model.lang_encoder.lang_proj.grad is not None
 
 
+def test_text_bank_samples_one_template_per_class_as_seem_training(tiny_yaml):
+    """With a generator, one random template per class (SEEM's ``get_text_embeddings`` in
+    training): the normalised embedding of that single prompt, drawn reproducibly."""
+    from napari_seem.model.language.templates import PROMPT_TEMPLATES
+
+    model = build_seem(tiny_yaml)
+    bank = TextBank(model.lang_encoder, ("nucleus", "cell"))
+    draw = bank.class_embeddings(model.lang_encoder, torch.Generator().manual_seed(0))
+    again = bank.class_embeddings(model.lang_encoder, torch.Generator().manual_seed(0))
+    assert draw.shape == (3, model.lang_encoder.lang_proj.shape[1]) and torch.equal(draw, again)
+    assert torch.allclose(draw.norm(dim=-1), torch.ones(3), atol=1e-5)
+    chosen = torch.randint(len(PROMPT_TEMPLATES), (3,), generator=torch.Generator().manual_seed(0))
+    for k, name in enumerate(("nucleus", "cell", "background")):
+        prompt = PROMPT_TEMPLATES[int(chosen[k])].format(name)
+        tokens = model.lang_encoder.tokenize([prompt])
+        _, end = model.lang_encoder.encode_tokens(tokens["input_ids"], tokens["attention_mask"])
+        assert torch.allclose(draw[k], end[0] / end[0].norm(), atol=1e-5), prompt
+    mean = bank.class_embeddings(model.lang_encoder)
+    assert not torch.allclose(draw, mean, atol=1e-3)
+    draws = [bank.class_embeddings(model.lang_encoder, torch.Generator().manual_seed(s)) for s in range(1, 4)]
+    assert any(not torch.allclose(d, draw) for d in draws)
+
+
 def test_training_step_trains_every_part(tiny_yaml):
     torch.manual_seed(0)
     model = build_seem(tiny_yaml).train()
@@ -85,6 +108,17 @@ def test_point_sampled_losses_train_deterministically_without_full_masks(tiny_ya
     monkeypatch.setattr(losses, "full_mask_loss", refuse)
     assert_training_is_deterministic_and_learns(
         tiny_yaml, tmp_path, checkpoint_every=5, objective=ObjectiveConfig(mask_points=256, propagation_share=0.0))
+
+
+def test_fast_objective_options_train_deterministically(tiny_yaml, tmp_path):
+    """Half-resolution mask losses and sampled templates: reproducible and learning."""
+    assert_training_is_deterministic_and_learns(
+        tiny_yaml, tmp_path, objective=ObjectiveConfig(mask_loss_stride=2, text_templates="sampled"))
+    model = build_seem(tiny_yaml)
+    bank = TextBank(model.lang_encoder, VOCABULARY)
+    with pytest.raises(ValueError, match="text_templates"):
+        training_step(model, synthetic_sample(3, 64), bank, ObjectiveConfig(text_templates="all"),
+                      np.random.default_rng(0), torch.Generator().manual_seed(0))
 
 
 def test_weight_average_is_the_result_and_survives_a_resume(tiny_yaml, tmp_path):

@@ -1,7 +1,7 @@
 """SEEM's training objectives: sigmoid BCE + dice mask losses, Hungarian matching, class CE.
 
 Mask losses are computed either on full masks at the image resolution (predicted logits, at a
-quarter of the padded image, are upsampled bilinearly) or, as in SEEM, at points sampled per mask
+quarter of the padded image, are upsampled bilinearly; optionally at half of it) or, as in SEEM, at points sampled per mask
 with importance to the uncertain ones (``point_mask_loss``); matching costs at the logits' resolution.
 """
 from __future__ import annotations
@@ -48,23 +48,52 @@ def hungarian(cost: Tensor) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
-def upsample(logits: Tensor, size: tuple[int, int]) -> Tensor:
-    """``[N, h, w]`` logits -> ``[N, H, W]`` (bilinear), then cropped to ``size`` (drops padding)."""
-    full = (logits.shape[-2] * 4, logits.shape[-1] * 4)
+def upsample(logits: Tensor, size: tuple[int, int], factor: int = 4) -> Tensor:
+    """``[N, h, w]`` logits -> ``[N, factor*h, factor*w]`` (bilinear), cropped to ``size`` (drops
+    padding). ``factor`` 4 gives the padded image's resolution."""
+    full = (logits.shape[-2] * factor, logits.shape[-1] * factor)
     up = F.interpolate(logits[None], size=full, mode="bilinear", align_corners=False)[0]
     return up[:, : size[0], : size[1]]
 
 
-def full_mask_loss(logits: Tensor, targets: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def pool_targets(targets: Tensor, padded: tuple[int, int], stride: int,
+                 weights: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """``[N, H, W]`` targets (and pixel weights) zero-padded to ``padded`` and area-averaged over
+    ``stride x stride`` blocks: ``[N, ph/stride, pw/stride]`` soft targets (the weighted mean of
+    the counted pixels where ``weights`` are given) and block weights (the mean pixel weight)."""
+    pad = (0, padded[1] - targets.shape[-1], 0, padded[0] - targets.shape[-2])
+    t = F.pad(targets.float(), pad)[None]
+    if weights is None:
+        return F.avg_pool2d(t, stride)[0], None
+    w = F.pad(weights.float(), pad)[None]
+    block = F.avg_pool2d(w, stride)
+    return (F.avg_pool2d(t * w, stride) / block.clamp_min(1e-6))[0], block[0]
+
+
+def full_mask_loss(logits: Tensor, targets: Tensor, weights: Tensor | None = None,
+                   stride: int = 1) -> tuple[Tensor, Tensor]:
     """BCE and dice of ``[N, h, w]`` quarter-resolution logits against ``[N, H, W]`` bool masks
-    (optional per-pixel ``weights [N, H, W]``)."""
+    (optional per-pixel ``weights [N, H, W]``).
+
+    ``stride`` 1 compares every pixel (logits upsampled 4x); 2 compares at half the resolution:
+    logits upsampled 2x against 2 x 2 area-averaged targets, soft at the outline
+    (:func:`pool_targets`), at a quarter of the cost (4: at the logits' own resolution).
+    """
     if logits.shape[0] == 0:
         zero = logits.sum() * 0
         return zero, zero
-    up = upsample(logits, tuple(targets.shape[-2:])).flatten(1)
+    if stride not in (1, 2, 4):
+        raise ValueError(f"mask loss stride must be 1, 2 or 4, not {stride}")
+    if stride > 1:
+        h, w = logits.shape[-2:]
+        size = (-(-targets.shape[-2] // stride), -(-targets.shape[-1] // stride))
+        targets, weights = pool_targets(targets, (4 * h, 4 * w), stride, weights)
+        targets = targets[:, :size[0], :size[1]]
+        weights = None if weights is None else weights[:, :size[0], :size[1]]
+    up = upsample(logits, tuple(targets.shape[-2:]), 4 // stride).flatten(1)
     t = targets.flatten(1).to(up.dtype)
-    w = None if weights is None else weights.flatten(1).to(up.dtype)
-    return bce_loss(up, t, w), dice_loss(up, t, w)
+    wt = None if weights is None else weights.flatten(1).to(up.dtype)
+    return bce_loss(up, t, wt), dice_loss(up, t, wt)
 
 
 #: SEEM's point sampling: the share of the points placed by uncertainty, and how many times
@@ -132,11 +161,11 @@ def point_mask_loss(logits: Tensor, targets: Tensor, n_points: int, generator: t
 
 
 def mask_loss(logits: Tensor, targets: Tensor, n_points: int = 0, generator: torch.Generator | None = None,
-              weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """``point_mask_loss`` with ``n_points > 0``, else ``full_mask_loss``."""
+              weights: Tensor | None = None, stride: int = 1) -> tuple[Tensor, Tensor]:
+    """``point_mask_loss`` with ``n_points > 0``, else ``full_mask_loss`` (at ``stride``)."""
     if n_points > 0:
         return point_mask_loss(logits, targets, n_points, generator, weights)
-    return full_mask_loss(logits, targets, weights)
+    return full_mask_loss(logits, targets, weights, stride)
 
 
 def downsample_targets(masks: Tensor, size: tuple[int, int]) -> Tensor:
