@@ -5,6 +5,9 @@ Examples::
     python -m napari_seem.train --reproduce --out runs/tiny          # reproduce seem_tiny_synthetic
     python -m napari_seem.train --fine-tune seem_tiny_synthetic --data my_folder --steps 500 \\
         --classes nucleus --out runs/mine
+    python -m napari_seem.train --fine-tune seem_tiny_synthetic --data my_folder --steps 500 \\
+        --classes nucleus --objective mask_loss_stride=2 text_templates=sampled --out runs/fast
+        # 1.3-1.5x faster steps: half-resolution mask losses, one prompt template per class
 """
 from __future__ import annotations
 
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint.pt in --out")
     p.add_argument("--objective", nargs="+", default=[], metavar="FIELD=VALUE",
-                   help="task mix / loss weight overrides, e.g. max_prompted_objects=8 spatial_mask_weight=10 "
+                   help="task mix / loss weight overrides, e.g. max_prompted_objects=8 spatial_mask_weight=10; "
+                        "mask_loss_stride=2 text_templates=sampled for 1.3-1.5x faster steps "
                         "(fields of napari_seem.train.ObjectiveConfig)")
     p.add_argument("--reproduce", action="store_true",
                    help="run every phase that produced the shipped seem_tiny_synthetic weights, in --out/phaseN "

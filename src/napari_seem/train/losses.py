@@ -1,8 +1,9 @@
 """SEEM's training objectives: sigmoid BCE + dice mask losses, Hungarian matching, class CE.
 
 Mask losses are computed either on full masks at the image resolution (predicted logits, at a
-quarter of the padded image, are upsampled bilinearly; optionally at half of it) or, as in SEEM, at points sampled per mask
-with importance to the uncertain ones (``point_mask_loss``); matching costs at the logits' resolution.
+quarter of the padded image, are upsampled bilinearly; optionally at half that resolution) or, as
+in SEEM, at points sampled per mask with importance to the uncertain ones (``point_mask_loss``);
+matching costs at the logits' resolution.
 """
 from __future__ import annotations
 

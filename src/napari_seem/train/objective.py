@@ -84,11 +84,12 @@ class ObjectiveConfig:
     #: gave better propagation but worse cells and corrections, see its model card)
     mask_points: int = 0
     #: full-mask losses at 1/stride of the image resolution: 1 every pixel, 2 half (logits
-    #: upsampled 2x against 2 x 2 area-averaged targets; a 1.2x faster step at 256 px)
+    #: upsampled 2x against 2 x 2 area-averaged targets; a 1.36x faster step at 256 px, see
+    #: ``benchmarks/bench_training.py``)
     mask_loss_stride: int = 1
     #: the vocabulary's class embeddings in training: "mean" of every prompt template (as at
     #: inference) or "sampled", one random template per class and step, as SEEM's training does
-    #: (``get_text_embeddings`` outside evaluation; a 1.15x faster step)
+    #: (``get_text_embeddings`` outside evaluation; a 1.1-1.2x faster step)
     text_templates: str = "mean"
 
 
