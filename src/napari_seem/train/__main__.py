@@ -66,21 +66,22 @@ def objective_config(overrides: list[str]) -> ObjectiveConfig:
 def recipe(out: str) -> list[list[str]]:
     """The phases that produce ``seem_tiny_synthetic`` (see its model card), as argument lists."""
     out_dir, config = Path(out), str(DEFAULT_CONFIG)
+    fast = ["mask_loss_stride=2", "text_templates=sampled"]  # 1.3-1.5x faster steps, see the model card
+    later = ["max_prompted_objects=8", "max_rounds=3"]
     phases = [
-        ["--out", str(out_dir / "phase1"), "--steps", "2800", "--seed", "0"],
-        ["--fine-tune", str(out_dir / "phase1" / "model.safetensors"), "--config", config, "--steps", "1500",
-         "--lr", "3e-4", "--seed", "1", "--image-sizes", "160", "192", "224", "256", "--out", str(out_dir / "phase2")],
-        ["--fine-tune", str(out_dir / "phase2" / "model.safetensors"), "--config", config, "--steps", "3600",
+        ["--out", str(out_dir / "phase1"), "--steps", "3500", "--seed", "0", "--objective", *fast],
+        ["--fine-tune", str(out_dir / "phase1" / "model.safetensors"), "--config", config, "--steps", "1900",
+         "--lr", "3e-4", "--seed", "1", "--image-sizes", "160", "192", "224", "256", "--objective", *fast,
+         "--out", str(out_dir / "phase2")],
+        ["--fine-tune", str(out_dir / "phase2" / "model.safetensors"), "--config", config, "--steps", "4500",
          "--lr", "3e-4", "--seed", "2", "--image-sizes", "192", "224", "256",
-         "--objective", "max_prompted_objects=8", "max_rounds=3", "--out", str(out_dir / "phase3")],
-        ["--fine-tune", str(out_dir / "phase3" / "model.safetensors"), "--config", config, "--steps", "2400",
+         "--objective", *later, *fast, "--out", str(out_dir / "phase3")],
+        ["--fine-tune", str(out_dir / "phase3" / "model.safetensors"), "--config", config, "--steps", "3000",
          "--lr", "1e-4", "--seed", "6", "--image-sizes", "192", "224", "256", "--ema", "0.998",
-         "--objective", "max_prompted_objects=8", "max_rounds=3", "spatial_ignore_separate=true",
-         "--out", str(out_dir / "phase4")],
-        ["--fine-tune", str(out_dir / "phase4" / "model.safetensors"), "--config", config, "--steps", "2400",
+         "--objective", *later, "spatial_ignore_separate=true", *fast, "--out", str(out_dir / "phase4")],
+        ["--fine-tune", str(out_dir / "phase4" / "model.safetensors"), "--config", config, "--steps", "3000",
          "--lr", "1e-4", "--seed", "7", "--image-sizes", "192", "224", "256", "--ema", "0.998",
-         "--objective", "max_prompted_objects=8", "max_rounds=3", "spatial_ignore_separate=true",
-         "--out", str(out_dir / "phase5")],
+         "--objective", *later, "spatial_ignore_separate=true", *fast, "--out", str(out_dir / "phase5")],
     ]
     # Two threads: the shipped weights were made so (the result depends on the thread count)
     return [phase + ["--threads", "2"] for phase in phases]
