@@ -202,14 +202,16 @@ def test_reproduce_runs_every_phase_in_order(tmp_path, monkeypatch):
     runs = []
 
     def fake_train(model, cfg, out_dir, data=None, resume=True):
-        runs.append((Path(out_dir).name, cfg.steps, cfg.seed, cfg.image_sizes, cfg.threads))
+        runs.append((Path(out_dir).name, cfg.steps, cfg.seed, cfg.image_sizes, cfg.threads, cfg.objective))
         return model
 
     monkeypatch.setattr(cli, "train", fake_train)
     main(["--reproduce", "--out", str(tmp_path)])
     assert [r[0] for r in runs] == [f"phase{i + 1}" for i in range(len(cli.recipe(str(tmp_path))))]
-    assert runs[0][1:] == (2800, 0, (128, 160, 192), 2)
+    assert runs[0][1:5] == (3500, 0, (128, 160, 192), 2)
     assert all(r[4] == 2 for r in runs)  # the shipped weights depend on the thread count
+    assert all(r[5].mask_loss_stride == 2 and r[5].text_templates == "sampled" for r in runs)
+    assert [r[5].spatial_ignore_separate for r in runs] == [False, False, False, True, True]
     for phase in cli.recipe(str(tmp_path))[1:]:
         start = Path(phase[phase.index("--fine-tune") + 1])
         assert start.is_file() and start.parent.parent == tmp_path
