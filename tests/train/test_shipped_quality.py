@@ -25,7 +25,7 @@ CLICK_FLOOR = {"nucleus": 0.56, "cell": 0.44}  # measured: 0.82 / 0.62 (SEEM's r
 #: text prompt "nucleus": mean IoU over the 14 true nuclei of the same 2 images (missed = 0)
 TEXT_FLOOR = 0.48  # measured: 0.74 (raw masks: 0.54)
 #: clicks to 85 % IoU (max 20), first 4 objects of 4 held-out images (16 objects)
-NOC_CEILING = 8.5  # measured: 5.6 (embed-32 weights before 2026-12-06: 5.6; without the cut 11.75)
+NOC_CEILING = 8.5  # measured: 5.6 (without the negative-click cut: 10.75)
 
 
 def click_ious(model, n_images: int = 2, **segmenter_options) -> dict[str, float]:

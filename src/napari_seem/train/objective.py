@@ -79,8 +79,8 @@ class ObjectiveConfig:
     #: must then carry the correction, so the model cannot get by on copying its last mask
     memory_dropout: float = 0.0
     #: mask losses at this many points per mask, sampled with importance to the uncertain ones
-    #: as in SEEM (``point_mask_loss``; a 1.6x faster step at 256 px); 0: on full masks at the
-    #: image resolution (how the shipped model was trained: the whole recipe with 4096 points
+    #: as in SEEM (``point_mask_loss``; a 1.4-1.6x faster step at 256 px); 0: on full masks
+    #: (see ``mask_loss_stride``; the shipped model's recipe: the whole recipe with 4096 points
     #: gave better propagation but worse cells and corrections, see its model card)
     mask_points: int = 0
     #: full-mask losses at 1/stride of the image resolution: 1 every pixel, 2 half (logits
