@@ -194,3 +194,44 @@ def test_pooled_targets_average_only_the_counted_pixels():
     b = full_mask_loss(logits, other, ignore, stride=2)
     assert torch.allclose(a[0], b[0]) and torch.allclose(a[1], b[1])
     assert not torch.allclose(full_mask_loss(logits, other, stride=2)[1], a[1])
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_emphasis_weights_the_bce_of_the_emphasised_pixels_only(stride):
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 4, 4, generator=g)
+    targets = torch.rand(2, 16, 16, generator=g) > 0.5
+    plain = full_mask_loss(logits, targets, stride=stride)
+    # uniform emphasis changes nothing (the BCE is a weighted mean)
+    same = full_mask_loss(logits, targets, stride=stride, emphasis=torch.full((2, 16, 16), 3.0))
+    assert torch.allclose(same[0], plain[0], atol=1e-6) and torch.allclose(same[1], plain[1])
+    # emphasis on a region: the BCE is the weighted mean, the dice is untouched
+    emphasis = torch.ones(2, 16, 16)
+    emphasis[:, :8, :8] = 5.0
+    bce, dice = full_mask_loss(logits, targets, stride=stride, emphasis=emphasis)
+    assert torch.allclose(dice, plain[1])
+    size = 16 // stride
+    up = upsample(logits, (size, size), 4 // stride).flatten(1)
+    soft = F.avg_pool2d(targets.float()[None], stride)[0].flatten(1)
+    e = F.avg_pool2d(emphasis[None], stride)[0].flatten(1)
+    per_pixel = F.binary_cross_entropy_with_logits(up, soft, reduction="none")
+    assert torch.allclose(bce, ((per_pixel * e).sum(1) / e.sum(1)).mean(), atol=1e-6)
+    # ignored pixels stay ignored under emphasis
+    ignore = torch.ones(2, 16, 16)
+    ignore[:, 8:, 8:] = 0.0
+    other = targets.clone()
+    other[:, 8:, 8:] = ~other[:, 8:, 8:]
+    a = full_mask_loss(logits, targets, ignore, stride, emphasis)
+    b = full_mask_loss(logits, other, ignore, stride, emphasis)
+    assert torch.allclose(a[0], b[0]) and torch.allclose(a[1], b[1])
+
+
+def test_point_loss_emphasis_weights_the_bce_only():
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(1, 4, 4, generator=g)
+    targets = torch.rand(1, 16, 16, generator=g) > 0.5
+    emphasis = torch.ones(1, 16, 16)
+    emphasis[:, :8] = 9.0
+    plain = point_mask_loss(logits, targets, 64, torch.Generator().manual_seed(1))
+    both = point_mask_loss(logits, targets, 64, torch.Generator().manual_seed(1), emphasis=emphasis)
+    assert torch.allclose(both[1], plain[1]) and not torch.allclose(both[0], plain[0])

@@ -211,7 +211,8 @@ def test_reproduce_runs_every_phase_in_order(tmp_path, monkeypatch):
     assert runs[0][1:5] == (3500, 0, (128, 160, 192), 2)
     assert all(r[4] == 2 for r in runs)  # the shipped weights depend on the thread count
     assert all(r[5].mask_loss_stride == 2 and r[5].text_templates == "sampled" for r in runs)
-    assert [r[5].spatial_ignore_separate for r in runs] == [False, False, False, True, True]
+    assert [r[5].spatial_ignore_separate for r in runs] == [False, False, False, True, True, True]
+    assert all(r[5].error_emphasis == 0 for r in runs)
     for phase in cli.recipe(str(tmp_path))[1:]:
         start = Path(phase[phase.index("--fine-tune") + 1])
         assert start.is_file() and start.parent.parent == tmp_path
@@ -264,11 +265,69 @@ def test_memory_dropout_trains_corrective_rounds_without_the_previous_mask(tiny_
         out = []
         for seed in range(6):
             with torch.no_grad():
-                _, _, prev = simulate_prompts(model, features, sample, chosen, cfg, np.random.default_rng(seed),
-                                              torch.Generator().manual_seed(0))
-            out.append(prev)
+                prompts = simulate_prompts(model, features, sample, chosen, cfg, np.random.default_rng(seed),
+                                           torch.Generator().manual_seed(0))
+            assert (prompts.prev is None) == (prompts.memory_mask is None)
+            out.append(prompts.prev)
         return out
 
     kept, dropped = memories(0.0), memories(1.0)
     assert any(p is not None for p in kept)           # some steps ran corrective rounds with memory
     assert all(p is None for p in dropped)
+
+
+def test_memory_mask_is_what_the_memory_shows(tiny_yaml):
+    """``memory_mask``: the previous round's selected mask (its logits > 0 at the image's size),
+    or in a propagation step the moved mask that is the memory; none without memory."""
+    from napari_seem.train.losses import downsample_targets, upsample
+    from napari_seem.train.objective import simulate_prompts
+
+    torch.manual_seed(0)
+    model = build_seem(tiny_yaml).eval()
+    sample = synthetic_sample(3, 96)
+    features = model.encode_image(sample.rgb)
+    chosen = np.array([0, 1])
+    seen = set()
+    for share in (0.0, 1.0):
+        cfg = ObjectiveConfig(propagation_share=share, max_rounds=2)
+        for seed in range(5):
+            with torch.no_grad():
+                p = simulate_prompts(model, features, sample, chosen, cfg, np.random.default_rng(seed),
+                                     torch.Generator().manual_seed(0))
+            if p.prev is None:
+                assert p.memory_mask is None
+                seen.add("none")
+                continue
+            assert p.memory_mask.shape == (2, 96, 96) and p.memory_mask.dtype == bool
+            if share:   # the moved mask, whose area fractions at the logits' grid are the memory
+                fractions = downsample_targets(torch.from_numpy(p.memory_mask), (24, 24)).view(2, 24, 24)
+                assert torch.equal(fractions > 0.5, p.prev[0] > 0)
+                assert np.array_equal(p.pos[:, :96, :96].numpy(), p.memory_mask)   # and the prompt
+                seen.add("propagation")
+            else:
+                assert np.array_equal((upsample(p.prev[0].float(), (96, 96)) > 0).numpy(), p.memory_mask)
+                seen.add("rounds")
+    assert seen == {"none", "propagation", "rounds"}
+
+
+def test_error_emphasis_changes_only_the_spatial_loss_of_steps_with_memory(tiny_yaml):
+    torch.manual_seed(0)
+    model = build_seem(tiny_yaml).train()
+    sample = synthetic_sample(3, 96)
+    bank = TextBank(model.lang_encoder, VOCABULARY)
+
+    def step(seed, **kw):
+        cfg = ObjectiveConfig(max_rounds=2, **kw)
+        with torch.no_grad():
+            return training_step(model, sample, bank, cfg, np.random.default_rng(seed),
+                                 torch.Generator().manual_seed(seed))
+
+    changed = 0
+    for seed in range(4):
+        a, b = step(seed), step(seed, error_emphasis=4.0)
+        assert torch.equal(a["panoptic"], b["panoptic"]) and torch.equal(a["grounding"], b["grounding"])
+        changed += not torch.equal(a["spatial"], b["spatial"])
+    assert changed > 0
+    # propagation steps always have memory, so the emphasis always applies there
+    a, b = step(0, propagation_share=1.0), step(0, propagation_share=1.0, error_emphasis=4.0)
+    assert not torch.equal(a["spatial"], b["spatial"])

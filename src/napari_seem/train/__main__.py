@@ -82,6 +82,9 @@ def recipe(out: str) -> list[list[str]]:
         ["--fine-tune", str(out_dir / "phase4" / "model.safetensors"), "--config", config, "--steps", "3000",
          "--lr", "1e-4", "--seed", "7", "--image-sizes", "192", "224", "256", "--ema", "0.998",
          "--objective", *later, "spatial_ignore_separate=true", *fast, "--out", str(out_dir / "phase5")],
+        ["--fine-tune", str(out_dir / "phase5" / "model.safetensors"), "--config", config, "--steps", "2000",
+         "--lr", "1e-4", "--seed", "8", "--image-sizes", "192", "224", "256", "--ema", "0.998",
+         "--objective", *later, "spatial_ignore_separate=true", *fast, "--out", str(out_dir / "phase6")],
     ]
     # Two threads: the shipped weights were made so (the result depends on the thread count)
     return [phase + ["--threads", "2"] for phase in phases]

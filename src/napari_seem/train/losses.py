@@ -17,7 +17,9 @@ from torch import Tensor
 def dice_loss(logits: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
     """Mean dice loss of ``[N, P]`` logits against ``[N, P]`` 0/1 targets (``1 - (2ab+1)/(a+b+1)``);
     pixels of weight 0 (``weights [N, P]``) do not count."""
-    probs = logits.sigmoid() if weights is None else logits.sigmoid() * weights
+    probs = logits.sigmoid()
+    if weights is not None:
+        probs, targets = probs * weights, targets * weights
     num = 2 * (probs * targets).sum(-1) + 1
     den = probs.sum(-1) + targets.sum(-1) + 1
     return (1 - num / den).mean()
@@ -72,9 +74,10 @@ def pool_targets(targets: Tensor, padded: tuple[int, int], stride: int,
 
 
 def full_mask_loss(logits: Tensor, targets: Tensor, weights: Tensor | None = None,
-                   stride: int = 1) -> tuple[Tensor, Tensor]:
+                   stride: int = 1, emphasis: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """BCE and dice of ``[N, h, w]`` quarter-resolution logits against ``[N, H, W]`` bool masks
-    (optional per-pixel ``weights [N, H, W]``).
+    (optional per-pixel ``weights [N, H, W]``, 0 = ignored; ``emphasis [N, H, W]`` multiplies
+    them in the BCE only, whose per-mask mean is weighted).
 
     ``stride`` 1 compares every pixel (logits upsampled 4x); 2 compares at half the resolution:
     logits upsampled 2x against 2 x 2 area-averaged targets, soft at the outline
@@ -88,13 +91,20 @@ def full_mask_loss(logits: Tensor, targets: Tensor, weights: Tensor | None = Non
     if stride > 1:
         h, w = logits.shape[-2:]
         size = (-(-targets.shape[-2] // stride), -(-targets.shape[-1] // stride))
-        targets, weights = pool_targets(targets, (4 * h, 4 * w), stride, weights)
+        padded = (4 * h, 4 * w)
+        if emphasis is not None:
+            emphasis = pool_targets(emphasis, padded, stride)[0][:, :size[0], :size[1]]
+        targets, weights = pool_targets(targets, padded, stride, weights)
         targets = targets[:, :size[0], :size[1]]
         weights = None if weights is None else weights[:, :size[0], :size[1]]
     up = upsample(logits, tuple(targets.shape[-2:]), 4 // stride).flatten(1)
     t = targets.flatten(1).to(up.dtype)
     wt = None if weights is None else weights.flatten(1).to(up.dtype)
-    return bce_loss(up, t, wt), dice_loss(up, t, wt)
+    bce_wt = wt
+    if emphasis is not None:
+        e = emphasis.flatten(1).to(up.dtype)
+        bce_wt = e if wt is None else wt * e
+    return bce_loss(up, t, bce_wt), dice_loss(up, t, wt)
 
 
 #: SEEM's point sampling: the share of the points placed by uncertainty, and how many times
@@ -139,7 +149,7 @@ def sample_points(maps: Tensor, coords: Tensor, mode: str = "bilinear") -> Tenso
 
 
 def point_mask_loss(logits: Tensor, targets: Tensor, n_points: int, generator: torch.Generator | None = None,
-                    weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                    weights: Tensor | None = None, emphasis: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """BCE and dice as ``full_mask_loss``, at ``n_points`` points per mask (SEEM's point-sampled loss).
 
     Points are continuous positions in the unpadded image; the logits are sampled bilinearly (as
@@ -158,15 +168,20 @@ def point_mask_loss(logits: Tensor, targets: Tensor, n_points: int, generator: t
     p = sample_points(logits, coords)
     t = sample_points(targets.to(p.dtype), target_coords)
     wts = None if weights is None else sample_points(weights.to(p.dtype), target_coords, mode="nearest")
-    return bce_loss(p, t, wts), dice_loss(p, t, wts)
+    bce_wts = wts
+    if emphasis is not None:
+        e = sample_points(emphasis.to(p.dtype), target_coords, mode="nearest")
+        bce_wts = e if wts is None else wts * e
+    return bce_loss(p, t, bce_wts), dice_loss(p, t, wts)
 
 
 def mask_loss(logits: Tensor, targets: Tensor, n_points: int = 0, generator: torch.Generator | None = None,
-              weights: Tensor | None = None, stride: int = 1) -> tuple[Tensor, Tensor]:
+              weights: Tensor | None = None, stride: int = 1,
+              emphasis: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``point_mask_loss`` with ``n_points > 0``, else ``full_mask_loss`` (at ``stride``)."""
     if n_points > 0:
-        return point_mask_loss(logits, targets, n_points, generator, weights)
-    return full_mask_loss(logits, targets, weights, stride)
+        return point_mask_loss(logits, targets, n_points, generator, weights, emphasis)
+    return full_mask_loss(logits, targets, weights, stride, emphasis)
 
 
 def downsample_targets(masks: Tensor, size: tuple[int, int]) -> Tensor:

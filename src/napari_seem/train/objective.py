@@ -91,6 +91,11 @@ class ObjectiveConfig:
     #: inference) or "sampled", one random template per class and step, as SEEM's training does
     #: (``get_text_embeddings`` outside evaluation; a 1.1-1.2x faster step)
     text_templates: str = "mean"
+    #: the visual-prompt BCE counts the pixels that the memory (the previous round's mask, or the
+    #: previous frame's in propagation) gets wrong ``1 + error_emphasis`` times: a corrective
+    #: round is judged on what it corrects, not on the part of the mask it can copy (dice and
+    #: rounds without memory are unchanged; 0 = off)
+    error_emphasis: float = 0.0
 
 
 def _device(model) -> torch.device:
@@ -163,11 +168,23 @@ def corrective_click(pred: np.ndarray, prompt: np.ndarray, target: np.ndarray,
     return next_click(shown, target)
 
 
+@dataclass
+class SimulatedPrompts:
+    """The visual prompts of the trained round: ``pos, neg [n, Hp, Wp]`` (padded image), the
+    memory ``prev [1, n, Hp/4, Wp/4]`` logits (None: no memory) and, where there is memory, the
+    mask it stands for ``memory_mask [n, H, W]`` bool (the image's size)."""
+
+    pos: Tensor
+    neg: Tensor
+    prev: Tensor | None
+    memory_mask: np.ndarray | None = None
+
+
 def simulate_prompts(
     model, features, sample: Sample, chosen: np.ndarray, cfg: ObjectiveConfig,
     rng: np.random.Generator, generator: torch.Generator,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Visual prompts and memory for the trained round: ``pos, neg [n, Hp, Wp]``, ``prev [1, n, h, w]``."""
+) -> SimulatedPrompts:
+    """Visual prompts and memory of the trained round (see :class:`SimulatedPrompts`)."""
     shape = tuple(sample.rgb.shape[-2:])
     hp, wp = features.padded_size
 
@@ -181,10 +198,10 @@ def simulate_prompts(
         pos, neg = stack_prompts([ObjectPrompt(mask=m) for m in moved], shape, shape)
         amplitude = float(rng.uniform(2.0, 10.0))
         prev = amplitude * (2 * downsample_targets(torch.from_numpy(moved).to(device), (hp // 4, wp // 4)) - 1)
-        return pad(pos), pad(neg), prev.view(1, len(chosen), hp // 4, wp // 4)
+        return SimulatedPrompts(pad(pos), pad(neg), prev.view(1, len(chosen), hp // 4, wp // 4), moved)
 
     states = [_first_prompt(sample, i, cfg, rng) for i in chosen]
-    prev = None
+    prev = pred = None
     rounds = int(rng.integers(0, cfg.max_rounds + 1))
     with torch.no_grad():
         mask_features = features.mask_features.detach()
@@ -200,9 +217,9 @@ def simulate_prompts(
                 if click is not None:
                     states[k].add_click(*click)
     if prev is not None and cfg.memory_dropout > 0 and rng.random() < cfg.memory_dropout:
-        prev = None
+        prev = pred = None
     pos, neg = stack_prompts([s.prompt() for s in states], shape, shape)
-    return pad(pos), pad(neg), prev
+    return SimulatedPrompts(pad(pos), pad(neg), prev, pred)
 
 
 def _stages(out) -> list:
@@ -241,9 +258,11 @@ def separate_objects(sample: Sample, chosen: np.ndarray, margin: int = 2) -> np.
 
 
 def spatial_losses(model, out, sample: Sample, chosen: np.ndarray, cfg: ObjectiveConfig,
-                   class_emb: Tensor, small_size: tuple[int, int], generator: torch.Generator | None = None) -> Tensor:
+                   class_emb: Tensor, small_size: tuple[int, int], generator: torch.Generator | None = None,
+                   memory_mask: np.ndarray | None = None) -> Tensor:
     """Per prompted object, the best of its spatial queries learns the mask; the prompt embedding
-    learns to select that query (SEEM's ``loss_spatial_ce``); its caption learns the class."""
+    learns to select that query (SEEM's ``loss_spatial_ce``); its caption learns the class.
+    ``memory_mask [n, H, W]``: what the memory showed (see ``ObjectiveConfig.error_emphasis``)."""
     n, per = len(chosen), model.predictor.queries_per_object
     device = out.masks.device
     targets = torch.from_numpy(sample.full[chosen]).to(device)
@@ -252,6 +271,10 @@ def spatial_losses(model, out, sample: Sample, chosen: np.ndarray, cfg: Objectiv
     weights = None
     if cfg.spatial_ignore_separate:
         weights = torch.from_numpy(~separate_objects(sample, chosen)).to(device=device, dtype=torch.float32)
+    emphasis = None
+    if cfg.error_emphasis > 0 and memory_mask is not None:
+        wrong = torch.from_numpy(memory_mask != sample.full[chosen]).to(device=device, dtype=torch.float32)
+        emphasis = 1 + cfg.error_emphasis * wrong
     pos_embeds = out.pos_embeds[0]  # [n, C]
     total = 0.0
     for stage in _stages(out):
@@ -264,7 +287,8 @@ def spatial_losses(model, out, sample: Sample, chosen: np.ndarray, cfg: Objectiv
             best.append(int(query[0]))
         best_t = torch.tensor(best, device=device)
         chosen_masks = masks[torch.arange(n, device=device), best_t].view(n, *small_size)
-        bce, dice = mask_loss(chosen_masks, targets, cfg.mask_points, generator, weights, cfg.mask_loss_stride)
+        bce, dice = mask_loss(chosen_masks, targets, cfg.mask_points, generator, weights, cfg.mask_loss_stride,
+                              emphasis)
         select = F.cross_entropy(torch.einsum("nqc,nc->nq", embeds, pos_embeds), best_t)
         total = total + cfg.spatial_mask_weight * bce + cfg.spatial_dice_weight * dice
         total = total + cfg.spatial_select_weight * select
@@ -312,8 +336,8 @@ def training_step(
     chosen = choose_objects(sample, cfg, rng)
     kwargs = {}
     if len(chosen):
-        pos, neg, prev = simulate_prompts(model, features, sample, chosen, cfg, rng, generator)
-        kwargs.update(pos_masks=pos, neg_masks=neg, prev_mask=prev)
+        prompts = simulate_prompts(model, features, sample, chosen, cfg, rng, generator)
+        kwargs.update(pos_masks=prompts.pos, neg_masks=prompts.neg, prev_mask=prompts.prev)
     present = sorted(set(sample.classes.tolist()))
     phrase_class = int(rng.choice(present)) if present else None
     if phrase_class is not None:
@@ -323,7 +347,8 @@ def training_step(
                           class_embeddings=class_emb, generator=generator, **kwargs)
     losses = {"panoptic": panoptic_losses(out, sample, cfg, small_size, generator)}
     if len(chosen):
-        losses["spatial"] = spatial_losses(model, out, sample, chosen, cfg, class_emb, small_size, generator)
+        losses["spatial"] = spatial_losses(model, out, sample, chosen, cfg, class_emb, small_size, generator,
+                                           prompts.memory_mask)
     if phrase_class is not None:
         targets = sample.full[sample.classes == phrase_class]
         losses["grounding"] = grounding_losses(model, out, targets, phrase.class_emb, cfg, small_size, generator)
