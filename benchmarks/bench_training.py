@@ -1,12 +1,12 @@
 """Speed of a training step of the shipped tiny SEEM under the objective's speed options.
 
 Runs the same training steps (same images, same simulated prompts, same starting weights) with
-the mask losses on full masks at the image resolution (how the shipped weights were trained),
-at half of it (``mask_loss_stride=2``), with one sampled prompt template per class instead of
-all 81 (``text_templates=sampled``, as SEEM trains), with both, and at SEEM's 4,096 sampled
-points (``mask_points=4096``), alternating the variants so all see the same machine load, and
-prints the median process CPU time per step (forward, backward, optimiser) and each variant's
-speed-up over full masks, per image size.
+the mask losses on full masks at the image resolution, at half of it (``mask_loss_stride=2``),
+with one sampled prompt template per class instead of all 81 (``text_templates=sampled``, as
+SEEM trains), with both (the shipped weights' recipe), and at SEEM's 4,096 sampled points
+(``mask_points=4096``), alternating the variants so all see the same machine load, and prints
+the median process CPU time per step (forward, backward, optimiser) and each variant's speed-up
+over full masks, per image size.
 
 Usage::
 

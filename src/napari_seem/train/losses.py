@@ -100,11 +100,15 @@ def full_mask_loss(logits: Tensor, targets: Tensor, weights: Tensor | None = Non
     up = upsample(logits, tuple(targets.shape[-2:]), 4 // stride).flatten(1)
     t = targets.flatten(1).to(up.dtype)
     wt = None if weights is None else weights.flatten(1).to(up.dtype)
-    bce_wt = wt
-    if emphasis is not None:
-        e = emphasis.flatten(1).to(up.dtype)
-        bce_wt = e if wt is None else wt * e
-    return bce_loss(up, t, bce_wt), dice_loss(up, t, wt)
+    e = None if emphasis is None else emphasis.flatten(1).to(up.dtype)
+    return bce_loss(up, t, _times(wt, e)), dice_loss(up, t, wt)
+
+
+def _times(weights: Tensor | None, emphasis: Tensor | None) -> Tensor | None:
+    """The BCE's pixel weights: ``weights`` times ``emphasis`` (either may be None)."""
+    if emphasis is None:
+        return weights
+    return emphasis if weights is None else weights * emphasis
 
 
 #: SEEM's point sampling: the share of the points placed by uncertainty, and how many times
@@ -168,11 +172,8 @@ def point_mask_loss(logits: Tensor, targets: Tensor, n_points: int, generator: t
     p = sample_points(logits, coords)
     t = sample_points(targets.to(p.dtype), target_coords)
     wts = None if weights is None else sample_points(weights.to(p.dtype), target_coords, mode="nearest")
-    bce_wts = wts
-    if emphasis is not None:
-        e = sample_points(emphasis.to(p.dtype), target_coords, mode="nearest")
-        bce_wts = e if wts is None else wts * e
-    return bce_loss(p, t, bce_wts), dice_loss(p, t, wts)
+    e = None if emphasis is None else sample_points(emphasis.to(p.dtype), target_coords, mode="nearest")
+    return bce_loss(p, t, _times(wts, e)), dice_loss(p, t, wts)
 
 
 def mask_loss(logits: Tensor, targets: Tensor, n_points: int = 0, generator: torch.Generator | None = None,
@@ -187,9 +188,7 @@ def mask_loss(logits: Tensor, targets: Tensor, n_points: int = 0, generator: tor
 def downsample_targets(masks: Tensor, size: tuple[int, int]) -> Tensor:
     """``[T, H, W]`` bool masks -> ``[T, h*w]`` area fractions at the logits' grid ``size``
     (the masks are zero-padded to ``4 * size`` first, as the image is)."""
-    h, w = size
-    padded = F.pad(masks.float(), (0, 4 * w - masks.shape[-1], 0, 4 * h - masks.shape[-2]))
-    return F.avg_pool2d(padded[None], 4)[0].flatten(1)
+    return pool_targets(masks, (4 * size[0], 4 * size[1]), 4)[0].flatten(1)
 
 
 def match_queries(

@@ -80,8 +80,8 @@ class ObjectiveConfig:
     memory_dropout: float = 0.0
     #: mask losses at this many points per mask, sampled with importance to the uncertain ones
     #: as in SEEM (``point_mask_loss``; a 1.4-1.6x faster step at 256 px); 0: on full masks
-    #: (see ``mask_loss_stride``; the shipped model's recipe: the whole recipe with 4096 points
-    #: gave better propagation but worse cells and corrections, see its model card)
+    #: (see ``mask_loss_stride``), as in the shipped model's recipe: the whole recipe with 4096
+    #: points gave better propagation but worse cells and corrections (see its model card)
     mask_points: int = 0
     #: full-mask losses at 1/stride of the image resolution: 1 every pixel, 2 half (logits
     #: upsampled 2x against 2 x 2 area-averaged targets; a 1.36x faster step at 256 px, see
