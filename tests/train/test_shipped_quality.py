@@ -24,8 +24,12 @@ from napari_seem.weights import load_shipped_model, shipped_model_path
 CLICK_FLOOR = {"nucleus": 0.56, "cell": 0.44}  # measured: 0.83 / 0.62 (SEEM's raw masks: 0.33 / 0.40)
 #: text prompt "nucleus": mean IoU over the 14 true nuclei of the same 2 images (missed = 0)
 TEXT_FLOOR = 0.48  # measured: 0.67 (raw masks: 0.43)
-#: clicks to 85 % IoU (max 20), first 4 objects of 4 held-out images (16 objects)
+#: clicks to 85 % IoU (max 20), first 4 cells of 4 held-out images (16 objects; until 2026-12-06
+#: "the first 4 objects", which are these same cells)
 NOC_CEILING = 8.5  # measured: 6.0 (without the negative-click cut: 10.94)
+#: the same on the first 4 nuclei of the 4 images: small objects, where 85 % IoU needs boundaries
+#: right to about a pixel
+NOC_CEILING_NUCLEI = 15.0  # measured: 11.9 (the same without the negative-click cut)
 
 
 def click_ious(model, n_images: int = 2, **segmenter_options) -> dict[str, float]:
@@ -40,15 +44,14 @@ def click_ious(model, n_images: int = 2, **segmenter_options) -> dict[str, float
     return {k: float(np.mean(v)) for k, v in ious.items()}
 
 
-def clicks_to_85(model, n_images: int = 4, per_image: int = 4) -> float:
+def clicks_to_85(model, class_name: str = "cell", n_images: int = 4, per_image: int = 4) -> float:
     seg = make_segmenter(model)
     counts: list[int] = []
     for i in range(n_images):
         s = make_image((256, 256), seed=EVAL_SEED + i)
         seg.set_image(s.image)
-        for j, (obj, full, _) in enumerate(_targets(s, min_area=60)):
-            if j == per_image:
-                break
+        objects = [(obj, full) for obj, full, _ in _targets(s, min_area=60) if obj["class"] == class_name]
+        for obj, full in objects[:per_image]:
             point = object_centre(s.instances, obj["id"])
             counts.append(_noc(seg, full, point, seg.predict(ObjectPrompt(points=[point])), 20))
     return float(np.mean(counts))
@@ -110,6 +113,13 @@ def test_negative_clicks_correct_leaks(shipped, monkeypatch):
     assert clicks_to_85(shipped) >= with_cut + 3
 
 
+def test_corrective_clicks_on_nuclei(shipped):
+    """Nuclei start close (single click 0.8 IoU) but the last pixels of their boundary are what
+    85 % IoU asks for; the tiny model mostly ignores such corrections (see the model card)."""
+    measured = clicks_to_85(shipped, "nucleus")
+    assert measured <= NOC_CEILING_NUCLEI, f"NoC@85 on nuclei {measured:.2f} > {NOC_CEILING_NUCLEI}"
+
+
 def test_random_weights_do_not_reach_the_floor():
     """The floor discriminates: the same architecture with random weights stays far below it."""
     torch.manual_seed(0)
@@ -121,7 +131,7 @@ def test_random_weights_do_not_reach_the_floor():
 
 @pytest.mark.xfail(strict=True, reason="issue 6 open: the shipped preview model is below the acceptance targets")
 def test_issue_6_acceptance_targets(shipped):
-    report = evaluate(shipped, n_images=2, n_sequences=1, noc_objects=2)
+    report = evaluate(shipped, n_images=2, n_sequences=1, noc_per_class=1)
     assert report.click_iou["nucleus"] >= 0.85
     assert report.click_iou["cell"] >= 0.75
     assert report.noc85 <= 3
@@ -149,9 +159,13 @@ def test_corrective_clicks_and_the_corrected_propagation_diagnostic(shipped):
             reached += 1
             assert iou(corrected.masks[0], full) >= 0.85
     assert reached >= 2, "corrective clicks reached 85 % IoU on fewer than 2 of 4 objects"
-    plain = evaluate(shipped, n_images=1, n_sequences=1, noc_objects=1)
+    plain = evaluate(shipped, n_images=1, n_sequences=1, noc_per_class=1)
     assert np.isnan(plain.propagation_corrected_iou)
-    report = evaluate(shipped, n_images=1, n_sequences=1, noc_objects=1, corrected_propagation=True)
+    # NoC over one nucleus and one cell, reported per class and as their mean
+    assert plain.counts["noc_nucleus"] == plain.counts["noc_cell"] == 1
+    assert set(plain.noc85_by_class) == {"nucleus", "cell"}
+    assert plain.noc85 == pytest.approx(np.mean(list(plain.noc85_by_class.values())))
+    report = evaluate(shipped, n_images=1, n_sequences=1, noc_per_class=1, corrected_propagation=True)
     assert report.propagation_iou == plain.propagation_iou
     assert 0.0 <= report.propagation_corrected_iou <= 1.0
     assert 0.0 <= report.propagation_corrected_identity <= 1.0
