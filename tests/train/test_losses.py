@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_seem.train.losses import (
-    class_loss, dice_loss, downsample_targets, full_mask_loss, hungarian, mask_costs, match_queries,
+    boundary_band, class_loss, dice_loss, downsample_targets, full_mask_loss, hungarian, mask_costs, match_queries,
     point_mask_loss, pool_targets, sample_points, uncertain_points, upsample,
 )
 
@@ -235,3 +235,20 @@ def test_point_loss_emphasis_weights_the_bce_only():
     plain = point_mask_loss(logits, targets, 64, torch.Generator().manual_seed(1))
     both = point_mask_loss(logits, targets, 64, torch.Generator().manual_seed(1), emphasis=emphasis)
     assert torch.allclose(both[1], plain[1]) and not torch.allclose(both[0], plain[0])
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_boundary_band_marks_the_pixels_near_the_outline(width):
+    from scipy import ndimage
+
+    targets = torch.zeros(2, 24, 24, dtype=torch.bool)
+    targets[0, 6:16, 8:20] = True
+    targets[1, :5, :5] = True  # at the image's corner: no band along the image's edge
+    band = boundary_band(targets, width)
+    square = np.ones((2 * width + 1,) * 2, bool)
+    for t, b in zip(targets.numpy(), band.numpy()):
+        grown = ndimage.binary_dilation(t, square)
+        shrunk = ndimage.binary_erosion(t, square, border_value=1)
+        assert np.array_equal(b.astype(bool), grown & ~shrunk)
+    assert set(np.unique(band.numpy())) == {0.0, 1.0}
+    assert band[1, 0, 0] == 0 and band[1, 4, 4] == 1

@@ -213,6 +213,7 @@ def test_reproduce_runs_every_phase_in_order(tmp_path, monkeypatch):
     assert all(r[5].mask_loss_stride == 2 and r[5].text_templates == "sampled" for r in runs)
     assert [r[5].spatial_ignore_separate for r in runs] == [False, False, False, True, True, True]
     assert all(r[5].error_emphasis == 0 for r in runs)
+    assert [(r[5].boundary_emphasis, r[5].boundary_width) for r in runs] == [(0, 2)] * 5 + [(4, 1)]
     for phase in cli.recipe(str(tmp_path))[1:]:
         start = Path(phase[phase.index("--fine-tune") + 1])
         assert start.is_file() and start.parent.parent == tmp_path
@@ -331,3 +332,20 @@ def test_error_emphasis_changes_only_the_spatial_loss_of_steps_with_memory(tiny_
     # propagation steps always have memory, so the emphasis always applies there
     a, b = step(0, propagation_share=1.0), step(0, propagation_share=1.0, error_emphasis=4.0)
     assert not torch.equal(a["spatial"], b["spatial"])
+
+
+def test_boundary_emphasis_changes_the_bce_of_every_task(tiny_yaml):
+    torch.manual_seed(0)
+    model = build_seem(tiny_yaml).train()
+    sample = synthetic_sample(3, 96)
+    bank = TextBank(model.lang_encoder, VOCABULARY)
+
+    def step(**kw):
+        cfg = ObjectiveConfig(max_rounds=1, **kw)
+        with torch.no_grad():
+            return training_step(model, sample, bank, cfg, np.random.default_rng(0), torch.Generator().manual_seed(0))
+
+    off, zero, on = step(), step(boundary_emphasis=0.0, boundary_width=3), step(boundary_emphasis=4.0)
+    for task in ("panoptic", "spatial", "grounding"):
+        assert torch.equal(off[task], zero[task])  # off: the width alone changes nothing
+        assert not torch.equal(off[task], on[task]), task

@@ -84,7 +84,8 @@ def recipe(out: str) -> list[list[str]]:
          "--objective", *later, "spatial_ignore_separate=true", *fast, "--out", str(out_dir / "phase5")],
         ["--fine-tune", str(out_dir / "phase5" / "model.safetensors"), "--config", config, "--steps", "2000",
          "--lr", "1e-4", "--seed", "8", "--image-sizes", "192", "224", "256", "--ema", "0.998",
-         "--objective", *later, "spatial_ignore_separate=true", *fast, "--out", str(out_dir / "phase6")],
+         "--objective", *later, "spatial_ignore_separate=true", *fast, "boundary_emphasis=4", "boundary_width=1",
+         "--out", str(out_dir / "phase6")],
     ]
     # Two threads: the shipped weights were made so (the result depends on the thread count)
     return [phase + ["--threads", "2"] for phase in phases]

@@ -104,6 +104,16 @@ def full_mask_loss(logits: Tensor, targets: Tensor, weights: Tensor | None = Non
     return bce_loss(up, t, _times(wt, e)), dice_loss(up, t, wt)
 
 
+def boundary_band(targets: Tensor, width: int) -> Tensor:
+    """``[N, H, W]`` float: 1 on the pixels within ``width`` px (chessboard distance) of each
+    mask's outline, inside or outside it, else 0."""
+    t = targets.float()[:, None]
+    k = 2 * width + 1
+    grown = F.max_pool2d(t, k, stride=1, padding=width)
+    shrunk = -F.max_pool2d(-t, k, stride=1, padding=width)
+    return (grown - shrunk)[:, 0]
+
+
 def _times(weights: Tensor | None, emphasis: Tensor | None) -> Tensor | None:
     """The BCE's pixel weights: ``weights`` times ``emphasis`` (either may be None)."""
     if emphasis is None:

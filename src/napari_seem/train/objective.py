@@ -34,6 +34,7 @@ from .clicks import (
 )
 from .data import Sample
 from .losses import (
+    boundary_band,
     class_loss,
     downsample_targets,
     mask_loss,
@@ -96,6 +97,11 @@ class ObjectiveConfig:
     #: round is judged on what it corrects, not on the part of the mask it can copy (dice and
     #: rounds without memory are unchanged; 0 = off)
     error_emphasis: float = 0.0
+    #: every mask BCE (panoptic, grounding, visual prompts) counts the pixels within
+    #: ``boundary_width`` px of the true outline ``1 + boundary_emphasis`` times: small nuclei need
+    #: their outline right to a pixel for 85 % IoU (dice unchanged; 0 = off)
+    boundary_emphasis: float = 0.0
+    boundary_width: int = 2
 
 
 def _device(model) -> torch.device:
@@ -226,6 +232,17 @@ def _stages(out) -> list:
     return [*out.aux, out]
 
 
+def _boundary_emphasis(targets: Tensor, cfg: ObjectiveConfig) -> Tensor | None:
+    """``[N, H, W]`` BCE pixel factors for ``cfg.boundary_emphasis`` (None when it is off)."""
+    if cfg.boundary_emphasis <= 0 or targets.shape[0] == 0:
+        return None
+    return 1 + cfg.boundary_emphasis * boundary_band(targets, cfg.boundary_width)
+
+
+def _product(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    return a if b is None else b if a is None else a * b
+
+
 def panoptic_losses(out, sample: Sample, cfg: ObjectiveConfig, small_size: tuple[int, int],
                     generator: torch.Generator | None = None) -> Tensor:
     """Object queries vs. the visible instances: matched class CE + BCE + dice, every stage."""
@@ -233,11 +250,13 @@ def panoptic_losses(out, sample: Sample, cfg: ObjectiveConfig, small_size: tuple
     targets = torch.from_numpy(sample.visible).to(device)
     classes = torch.from_numpy(sample.classes).to(device)
     small = downsample_targets(targets, small_size)
+    boundary = _boundary_emphasis(targets, cfg)
     total = 0.0
     for stage in _stages(out):
         masks, logits = stage.masks[0], stage.class_logits[0]
         q, t = match_queries(masks, logits, small, classes, cfg.class_weight, cfg.mask_weight, cfg.dice_weight)
-        bce, dice = mask_loss(masks[q], targets[t], cfg.mask_points, generator, stride=cfg.mask_loss_stride)
+        bce, dice = mask_loss(masks[q], targets[t], cfg.mask_points, generator, stride=cfg.mask_loss_stride,
+                              emphasis=None if boundary is None else boundary[t])
         total = total + cfg.class_weight * class_loss(logits, q, classes[t], cfg.no_object_weight)
         total = total + cfg.mask_weight * bce + cfg.dice_weight * dice
     return total
@@ -275,6 +294,7 @@ def spatial_losses(model, out, sample: Sample, chosen: np.ndarray, cfg: Objectiv
     if cfg.error_emphasis > 0 and memory_mask is not None:
         wrong = torch.from_numpy(memory_mask != sample.full[chosen]).to(device=device, dtype=torch.float32)
         emphasis = 1 + cfg.error_emphasis * wrong
+    emphasis = _product(emphasis, _boundary_emphasis(targets, cfg))
     pos_embeds = out.pos_embeds[0]  # [n, C]
     total = 0.0
     for stage in _stages(out):
@@ -306,6 +326,7 @@ def grounding_losses(model, out, targets: np.ndarray, phrase_emb: Tensor, cfg: O
     device = out.masks.device
     masks_t = torch.from_numpy(targets).to(device)
     small = downsample_targets(masks_t, small_size)
+    boundary = _boundary_emphasis(masks_t, cfg)
     total = 0.0
     dummy = torch.zeros(len(targets), dtype=torch.long, device=device)
     for stage in _stages(out):
@@ -314,7 +335,8 @@ def grounding_losses(model, out, targets: np.ndarray, phrase_emb: Tensor, cfg: O
         logits = torch.stack([torch.zeros_like(sim), sim], -1)  # only the matching score is a cost
         q, t = match_queries(masks, logits, small, dummy + 1, cfg.grounding_class_weight,
                              cfg.grounding_mask_weight, cfg.grounding_dice_weight)
-        bce, dice = mask_loss(masks[q], masks_t[t], cfg.mask_points, generator, stride=cfg.mask_loss_stride)
+        bce, dice = mask_loss(masks[q], masks_t[t], cfg.mask_points, generator, stride=cfg.mask_loss_stride,
+                              emphasis=None if boundary is None else boundary[t])
         ce = -sim.log_softmax(0)[torch.as_tensor(q)].mean()
         total = total + cfg.grounding_mask_weight * bce + cfg.grounding_dice_weight * dice
         total = total + cfg.grounding_class_weight * ce
