@@ -101,7 +101,7 @@ def full_mask_loss(logits: Tensor, targets: Tensor, weights: Tensor | None = Non
     t = targets.flatten(1).to(up.dtype)
     wt = None if weights is None else weights.flatten(1).to(up.dtype)
     e = None if emphasis is None else emphasis.flatten(1).to(up.dtype)
-    return bce_loss(up, t, _times(wt, e)), dice_loss(up, t, wt)
+    return bce_loss(up, t, multiply_weights(wt, e)), dice_loss(up, t, wt)
 
 
 def boundary_band(targets: Tensor, width: int) -> Tensor:
@@ -114,11 +114,11 @@ def boundary_band(targets: Tensor, width: int) -> Tensor:
     return (grown - shrunk)[:, 0]
 
 
-def _times(weights: Tensor | None, emphasis: Tensor | None) -> Tensor | None:
-    """The BCE's pixel weights: ``weights`` times ``emphasis`` (either may be None)."""
-    if emphasis is None:
-        return weights
-    return emphasis if weights is None else weights * emphasis
+def multiply_weights(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """Pixel weights ``a * b``, where either may be None (no weighting)."""
+    if b is None:
+        return a
+    return b if a is None else a * b
 
 
 #: SEEM's point sampling: the share of the points placed by uncertainty, and how many times
@@ -183,7 +183,7 @@ def point_mask_loss(logits: Tensor, targets: Tensor, n_points: int, generator: t
     t = sample_points(targets.to(p.dtype), target_coords)
     wts = None if weights is None else sample_points(weights.to(p.dtype), target_coords, mode="nearest")
     e = None if emphasis is None else sample_points(emphasis.to(p.dtype), target_coords, mode="nearest")
-    return bce_loss(p, t, _times(wts, e)), dice_loss(p, t, wts)
+    return bce_loss(p, t, multiply_weights(wts, e)), dice_loss(p, t, wts)
 
 
 def mask_loss(logits: Tensor, targets: Tensor, n_points: int = 0, generator: torch.Generator | None = None,

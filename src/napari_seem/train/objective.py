@@ -39,6 +39,7 @@ from .losses import (
     downsample_targets,
     mask_loss,
     match_queries,
+    multiply_weights,
     upsample,
 )
 
@@ -239,10 +240,6 @@ def _boundary_emphasis(targets: Tensor, cfg: ObjectiveConfig) -> Tensor | None:
     return 1 + cfg.boundary_emphasis * boundary_band(targets, cfg.boundary_width)
 
 
-def _product(a: Tensor | None, b: Tensor | None) -> Tensor | None:
-    return a if b is None else b if a is None else a * b
-
-
 def panoptic_losses(out, sample: Sample, cfg: ObjectiveConfig, small_size: tuple[int, int],
                     generator: torch.Generator | None = None) -> Tensor:
     """Object queries vs. the visible instances: matched class CE + BCE + dice, every stage."""
@@ -294,7 +291,7 @@ def spatial_losses(model, out, sample: Sample, chosen: np.ndarray, cfg: Objectiv
     if cfg.error_emphasis > 0 and memory_mask is not None:
         wrong = torch.from_numpy(memory_mask != sample.full[chosen]).to(device=device, dtype=torch.float32)
         emphasis = 1 + cfg.error_emphasis * wrong
-    emphasis = _product(emphasis, _boundary_emphasis(targets, cfg))
+    emphasis = multiply_weights(emphasis, _boundary_emphasis(targets, cfg))
     pos_embeds = out.pos_embeds[0]  # [n, C]
     total = 0.0
     for stage in _stages(out):
