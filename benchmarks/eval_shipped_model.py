@@ -32,6 +32,8 @@ def main() -> int:
     parser.add_argument("--sequences", type=int, default=1)
     parser.add_argument("--raw-masks", action="store_true",
                         help="SEEM's raw masks (Segmenter(connected_objects=False)) instead of the engine's default")
+    parser.add_argument("--short-side", type=int, default=None,
+                        help="model-side resolution of the short side (default: the image's own size)")
     parser.add_argument("--seed", type=int, default=None, help="first seed of the held-out set (default: EVAL_SEED)")
     args = parser.parse_args()
 
@@ -40,7 +42,7 @@ def main() -> int:
 
     report = evaluate(from_pretrained(args.model, config=args.config), n_images=args.images, n_sequences=args.sequences,
                       seed=EVAL_SEED if args.seed is None else args.seed, corrected_propagation=True,
-                      connected_objects=not args.raw_masks)
+                      connected_objects=not args.raw_masks, short_side=args.short_side)
     ok = True
     print(f"{'metric':46s} {'measured':>9s}  target")
     for label, get, op, threshold in TARGETS:

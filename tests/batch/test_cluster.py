@@ -228,3 +228,31 @@ def test_model_loaded_once_per_worker(client):
     loads = client.run(load_count)
     assert len(loads) == 2
     assert all(n == 1 for n in loads.values()), loads
+
+
+def test_default_model_offline_is_the_shipped_one_at_its_own_resolution(client, batch_inputs, tmp_path):
+    """Without --model and without an official checkpoint on the machine, the CLI runs the shipped
+    model (and says so), at the image's own size as the engine runs it (runs last: a second model
+    per worker)."""
+    import json
+
+    from napari_seem.model.pretrained import default_model_name
+
+    assert default_model_name() == "seem_tiny_synthetic"  # no official checkpoint in the test environment
+    out = tmp_path / "auto"
+    result = _cli(batch_inputs / "images" / "a.tif", "-o", out, "--text", "nucleus", "--device", "cpu",
+                  "--scheduler", client.scheduler.address, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "shipped preview model 'seem_tiny_synthetic'" in result.output
+    settings = json.loads((out / "batch.json").read_text())["settings"]["model"]
+    assert settings["name_or_path"] == "seem_tiny_synthetic" and settings["short_side"] == "auto"
+    seg = Segmenter.from_pretrained("seem_tiny_synthetic", device="cpu")
+    assert seg.short_side is None
+    image = tifffile.imread(batch_inputs / "images" / "a.tif")
+    seg.set_image(image)
+    expected = seg.predict(text="nucleus").to_labels()
+    labels = read_labels(out / "a_labels.tif")
+    assert labels.max() > 0
+    np.testing.assert_array_equal(labels, expected)
+    # without --vocabulary, objects are named from the model's own classes (not COCO's)
+    assert set(read_table(out / "a_objects.csv")["class_name"]) <= {"nucleus", "cell", "vesicle"}

@@ -184,6 +184,8 @@ def small_inputs(tmp_path_factory):
     (["--seed-labels", "{mask}"], "propagation needs a stack"),
     (["--seed-point", "1,2", "--max-step", "far"], "auto or off"),
     (["--seed-point", "1,2", "--max-step", "-3"], "auto or off"),
+    (["--text", "a", "--short-side", "16"], "auto or native"),
+    (["--text", "a", "--short-side", "big"], "auto or native"),
     (["--session", "{root}"], "not a napari-seem session"),
 ])
 def test_bad_arguments_exit_2_with_message(small_inputs, tmp_path, args, message):
@@ -224,3 +226,17 @@ def test_manifest_round_trip_is_json(tmp_path):
     from napari_seem.batch.run import _settings
 
     assert json.loads(json.dumps(_settings(job)))["prompt"]["exemplar_mask"]["shape"] == [2, 2]
+
+
+def test_short_side_auto_keeps_the_models_own_resolution():
+    from napari_seem.batch.command import short_side_arg
+    from napari_seem.batch.tasks import get_segmenter
+
+    assert short_side_arg("auto") == "auto" and short_side_arg("Native") is None and short_side_arg("384") == 384
+    # the shipped model runs at the image's own size (it was trained on 128-256 px images) ...
+    assert get_segmenter(ModelSpec("seem_tiny_synthetic", device="cpu")).short_side is None
+    # ... unless a resolution is asked for
+    assert get_segmenter(ModelSpec("seem_tiny_synthetic", device="cpu", short_side=384)).short_side == 384
+    assert ModelSpec("seem_focalt_v1", short_side=None).resolution() == {"short_side": None, "max_side": 1024}
+    with pytest.raises(ValueError, match="short side"):
+        ModelSpec("seem_focalt_v1", short_side="wide").check(device=False)

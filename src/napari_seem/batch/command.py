@@ -9,11 +9,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..engine.image import DEFAULT_MAX_SIDE, DEFAULT_SHORT_SIDE
+from ..engine.image import DEFAULT_MAX_SIDE
 from ..engine.propagate import DIRECTIONS
 from .spec import LABEL_FORMATS, ModelSpec, PromptSpec, RunOptions, vocabulary_arg
 
-DEFAULT_MODEL = "seem_focalt_v1"
+#: the model without --model or a session: the official Focal-T v1 checkpoint when it is on this
+#: machine, else the shipped synthetic-microscopy model (see napari_seem.model.default_model_name)
+DEFAULT_MODEL = "auto"
 
 
 def _normalize(value: str) -> str | tuple[float, float]:
@@ -65,6 +67,29 @@ def max_step_arg(value: str) -> float | str | None:
     if not step >= 0:
         raise click.BadParameter(f"expected a distance in pixels >= 0, auto or off, got {value!r}", param_hint="--max-step")
     return step
+
+
+def _model_name(name: str) -> str:
+    """``auto`` resolved here, on the client, so that batch.json names the model that ran."""
+    from ..model import default_model_name, shipped_models
+
+    if name != DEFAULT_MODEL:
+        return name
+    resolved = default_model_name()
+    if resolved in shipped_models():
+        click.echo(f"no official SEEM checkpoint on this machine: using the shipped preview model {resolved!r} "
+                   "(synthetic microscopy only; see napari_seem/weights/MODEL_CARD.md)", err=True)
+    return resolved
+
+
+def short_side_arg(value: str) -> int | str | None:
+    """``--short-side``: pixels (>= 32), ``auto`` (the model's own) or ``native`` (None: the image's size)."""
+    text = str(value).strip().lower()
+    if text in ("auto", "native"):
+        return None if text == "native" else "auto"
+    if not text.isdigit() or int(text) < 32:
+        raise click.BadParameter(f"expected pixels >= 32, auto or native, got {value!r}", param_hint="--short-side")
+    return int(text)
 
 
 def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label, min_similarity, seed_labels,
@@ -133,11 +158,15 @@ def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label
               help="Propagation: cut off mask parts farther than this from the object's last mask "
                    "(auto: 30 % of its radius).")
 @click.option("--session", type=click.Path(exists=True, file_okay=False), help="Re-run the text / vocabulary prompt of a saved napari-seem session (.seem folder).")
-@click.option("--model", default=None, help=f"Preset name or checkpoint file [default: the session's model, else {DEFAULT_MODEL}].")
+@click.option("--model", default=None, help="Preset name (seem_focalt_v1, ...), shipped model (seem_tiny_synthetic) or checkpoint file "
+                   "[default: the session's model, else seem_focalt_v1 when it is on this machine, else the "
+                   "shipped seem_tiny_synthetic].")
 @click.option("--config", default=None, help="Preset name or official SEEM YAML for a checkpoint file (default: guessed).")
 @click.option("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto")
-@click.option("--short-side", type=click.IntRange(min=32), default=DEFAULT_SHORT_SIDE, help="Model-side short image side (pixels).")
+@click.option("--short-side", default="auto", metavar="PIXELS|auto|native",
+              help="Model-side short image side: pixels, the model's own (auto: 512 for the official "
+                   "checkpoints, the image's size for the shipped model) or the image's own size (native).")
 @click.option("--max-side", type=click.IntRange(min=32), default=DEFAULT_MAX_SIDE, help="Model-side long image side limit.")
 @click.option("--seed", type=int, default=0, help="Seed of SEEM's random draws (same seed, same labels).")
 @click.option("--axes", help="Axis letters of every input (t, z, c, y, x), e.g. tyx or tcyx [default: from metadata].")
@@ -172,8 +201,8 @@ def segment(inputs, output, text, vocabulary, exemplar_image, exemplar_mask, exe
         prompt, session_model = build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label,
                                              min_similarity, seed_labels, seed_points, start_frame, direction,
                                              stop_iou, min_score, session, channel, max_step_arg(max_step))
-        spec = ModelSpec(model or session_model or DEFAULT_MODEL, config=config, device=device, precision=precision,
-                         short_side=short_side, max_side=max_side, seed=seed)
+        spec = ModelSpec(_model_name(model or session_model or DEFAULT_MODEL), config=config, device=device, precision=precision,
+                         short_side=short_side_arg(short_side), max_side=max_side, seed=seed)
         options = RunOptions(normalize=_normalize(normalize), channel=channel, label_format=label_format,
                              chunk_frames=chunk_frames, torch_threads=threads)
         summary = segment_batch(list(inputs), prompt, spec, output, scheduler=scheduler, n_workers=workers,

@@ -11,11 +11,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..engine.image import DEFAULT_MAX_SIDE, DEFAULT_SHORT_SIDE
+from ..engine.image import DEFAULT_MAX_SIDE
 from ..engine.propagate import DIRECTIONS
 
 PROMPT_KINDS = ("text", "vocabulary", "exemplar", "propagate")
 LABEL_FORMATS = ("tif", "zarr")
+#: ``ModelSpec.short_side`` for "the model's own model-side resolution"
+AUTO_SHORT_SIDE = "auto"
 
 
 @dataclass(frozen=True)
@@ -23,12 +25,16 @@ class ModelSpec:
     """How a worker builds its :class:`~napari_seem.engine.Segmenter`.
 
     Attributes:
-        name_or_path: a preset name (``"seem_focalt_v1"``) or a checkpoint file.
+        name_or_path: a preset name (``"seem_focalt_v1"``), a shipped model (``"seem_tiny_synthetic"``),
+            ``"auto"`` (see :func:`~napari_seem.model.default_model_name`) or a checkpoint file.
         config: preset name or official SEEM YAML path for a checkpoint file (None: guessed).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` (each worker of a multi-GPU machine takes
             ``cuda:<worker index mod GPU count>``), ``"cuda:N"`` or ``"mps"``.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
-        short_side, max_side: model-side resolution (see :mod:`napari_seem.engine.image`).
+        short_side, max_side: model-side resolution (see :mod:`napari_seem.engine.image`);
+            ``short_side="auto"``: the model's own (512 px for the official checkpoints, the image's
+            own size for a shipped model trained on small images, see
+            :meth:`~napari_seem.engine.Segmenter.from_pretrained`), None: the image's own size.
         seed: seed of SEEM's per-call random draws (same seed -> same labels).
     """
 
@@ -36,7 +42,7 @@ class ModelSpec:
     config: str | None = None
     device: str = "auto"
     precision: str = "auto"
-    short_side: int | None = DEFAULT_SHORT_SIDE
+    short_side: int | str | None = AUTO_SHORT_SIDE
     max_side: int = DEFAULT_MAX_SIDE
     seed: int = 0
 
@@ -55,15 +61,26 @@ class ModelSpec:
         """
         from ..engine.device import autocast_dtype, resolve_device
         from ..model.config import PRESETS
+        from ..model.pretrained import AUTO, available_models
 
-        if self.name_or_path not in PRESETS and not Path(self.name_or_path).expanduser().is_file():
-            raise ValueError(f"model {self.name_or_path!r} is neither a preset ({', '.join(PRESETS)}) "
-                             "nor an existing checkpoint file")
+        names = available_models()
+        if self.name_or_path not in (AUTO, *names) and not Path(self.name_or_path).expanduser().is_file():
+            raise ValueError(f"model {self.name_or_path!r} is neither a preset or shipped model ({', '.join(names)}), "
+                             f"nor {AUTO!r}, nor an existing checkpoint file")
         if self.config is not None and self.config not in PRESETS and not Path(self.config).expanduser().is_file():
             raise ValueError(f"config {self.config!r} is neither a preset nor an existing YAML file")
         autocast_dtype(resolve_device(self.device) if device else resolve_device("cpu"), self.precision)
-        if self.short_side is not None and self.short_side < 32 or self.max_side < 32:
-            raise ValueError(f"short side / max side must be >= 32 pixels, got {self.short_side} / {self.max_side}")
+        if self.short_side != AUTO_SHORT_SIDE and self.short_side is not None and (
+                isinstance(self.short_side, str) or self.short_side < 32) or self.max_side < 32:
+            raise ValueError(f"short side must be 'auto', None or >= 32 pixels and max side >= 32 pixels, "
+                             f"got {self.short_side!r} / {self.max_side}")
+
+    def resolution(self) -> dict[str, Any]:
+        """The :meth:`Segmenter.from_pretrained` keywords of the model-side resolution."""
+        sides: dict[str, Any] = {"max_side": self.max_side}
+        if self.short_side != AUTO_SHORT_SIDE:
+            sides["short_side"] = self.short_side
+        return sides
 
 
 @dataclass(frozen=True, eq=False)

@@ -80,7 +80,7 @@ def get_segmenter(spec: ModelSpec, torch_threads: int | None = None) -> Segmente
                 torch.set_num_threads(torch_threads)
             segmenter = Segmenter.from_pretrained(
                 spec.name_or_path, config=spec.config, device=_worker_device(spec.device),
-                precision=spec.precision, short_side=spec.short_side, max_side=spec.max_side, seed=spec.seed,
+                precision=spec.precision, seed=spec.seed, **spec.resolution(),
             )
             _SEGMENTERS[spec] = segmenter
             _LOADS += 1
@@ -95,7 +95,7 @@ def load_count() -> int:
 def _prepared(job: Job) -> Segmenter:
     segmenter = get_segmenter(job.model, job.options.torch_threads)
     vocabulary = job.prompt.vocabulary
-    segmenter.set_vocabulary(Vocabulary(vocabulary) if vocabulary else Vocabulary.coco())
+    segmenter.set_vocabulary(Vocabulary(vocabulary) if vocabulary else segmenter.default_vocabulary)
     return segmenter
 
 

@@ -108,6 +108,8 @@ class Segmenter:
         self._vocabulary = Vocabulary.coco()
         if vocabulary is not None:
             self.set_vocabulary(vocabulary)
+        #: the vocabulary this segmenter was made with (a shipped model's own class names, else COCO's)
+        self.default_vocabulary: Vocabulary = self._vocabulary
         self._image: _ImageState | None = None
         self._lock = threading.RLock()
         self.model_name = "custom"

@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="cpu (default, deterministic), cuda, mps or auto (CUDA, then MPS, then CPU)")
     p.add_argument("--image-sizes", type=int, nargs="+", default=list(TrainConfig.image_sizes),
                    help="synthetic image sizes in pixels (one drawn per step)")
+    p.add_argument("--zoom", type=float, nargs=2, default=list(TrainConfig.zoom), metavar=("MIN", "MAX"),
+                   help="upsample each synthetic image by a factor drawn from [MIN, MAX] (objects that many "
+                        "times larger; default 1 1)")
     p.add_argument("--crop", type=int, default=256, help="crop size of user images")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="keep an exponential moving average of the weights with this decay (e.g. 0.999) "
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         lr = args.lr or TrainConfig.lr
     cfg = TrainConfig(steps=args.steps, lr=lr, seed=args.seed, threads=args.threads, device=args.device,
                       checkpoint_every=args.checkpoint_every, ema=args.ema, vocabulary=tuple(args.classes),
-                      image_sizes=tuple(args.image_sizes),
+                      image_sizes=tuple(args.image_sizes), zoom=tuple(args.zoom),
                       warmup=min(TrainConfig.warmup, max(1, args.steps // 10)),
                       objective=objective_config(args.objective))
     data = FolderDataset(args.data, args.classes, args.class_name, crop=args.crop) if args.data else None

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..engine.image import prepare_image
 from ..synthetic import make_image
@@ -59,21 +60,44 @@ def _finish(image: np.ndarray, full: np.ndarray, visible: np.ndarray, classes: n
                   classes[keep].astype(np.int64))
 
 
-def synthetic_sample(seed: int, size: int = 160, min_area: int = 3) -> Sample:
+def synthetic_sample(seed: int, size: int = 160, min_area: int = 3, zoom: tuple[float, float] = (1.0, 1.0)) -> Sample:
     """A random synthetic image of ``size x size`` pixels; everything follows from ``seed``.
 
     Object sizes are those of ``make_image`` at any image size, so the cell count scales with
     the area (2..7 cells at 160 px, like 4..12 at 256 px). Mostly merged grey images, some RGB
-    composites; 8- or 16-bit.
+    composites; 8- or 16-bit. With a ``zoom`` range other than ``(1, 1)``, a factor ``z`` is drawn
+    from it and the image is made at ``size / z`` pixels, then upsampled to ``size`` as the engine
+    upsamples an image for a larger model-side resolution (objects ``z`` times larger, blurred by
+    the interpolation like the engine's input).
     """
     rng = np.random.default_rng(seed)
-    scale = (size / 256) ** 2
-    n_cells = (max(1, round(4 * scale)), max(2, round(12 * scale)))
     channels = "rgb" if rng.random() < 0.15 else "merged"
     bit_depth = 16 if rng.random() < 0.4 else 8
-    s = make_image((size, size), seed=int(rng.integers(TRAIN_SEED_OFFSET, 1 << 31)), n_cells=n_cells,
-                   bit_depth=bit_depth, channels=channels)
-    return from_synthetic(s, min_area)
+    image_seed = int(rng.integers(TRAIN_SEED_OFFSET, 1 << 31))
+    z = float(rng.uniform(*zoom)) if zoom[0] != zoom[1] else float(zoom[0])
+    made = max(32, round(size / z))
+    scale = (made / 256) ** 2
+    n_cells = (max(1, round(4 * scale)), max(2, round(12 * scale)))
+    s = make_image((made, made), seed=image_seed, n_cells=n_cells, bit_depth=bit_depth, channels=channels)
+    sample = from_synthetic(s, min_area)
+    return sample if made == size else upsampled(sample, size, min_area)
+
+
+def upsampled(sample: Sample, size: int, min_area: int = 3) -> Sample:
+    """``sample`` resized to ``size x size``: the image as :func:`prepare_image` resizes it, the
+    masks by bilinear interpolation thresholded at one half."""
+    rgb = prepare_image(sample.image, short_side=size, max_side=max(size, 1024)).rgb
+    h, w = rgb.shape[-2:]
+
+    def resize(masks: np.ndarray) -> np.ndarray:
+        if not len(masks):
+            return np.zeros((0, h, w), bool)
+        t = torch.from_numpy(masks.astype(np.float32))[None]
+        return (F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0] > 0.5).numpy()
+
+    full, visible = resize(sample.full), resize(sample.visible)
+    keep = visible.reshape(len(visible), -1).sum(1) >= min_area if len(visible) else np.zeros(0, bool)
+    return Sample(sample.image, rgb, full[keep], visible[keep], sample.classes[keep])
 
 
 def from_synthetic(s, min_area: int = 3) -> Sample:

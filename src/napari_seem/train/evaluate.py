@@ -80,9 +80,11 @@ def _targets(s, min_area: int):
 
 
 def make_segmenter(model, **kwargs) -> Segmenter:
-    """The engine as the shipped model is meant to run: native resolution, its own vocabulary."""
+    """The engine as the shipped model is meant to run: native resolution (unless ``short_side``
+    says otherwise), its own vocabulary."""
     kwargs.setdefault("vocabulary", list(VOCABULARY))
-    return Segmenter(model, device="cpu", short_side=None, text_cache_dir=None, **kwargs)
+    kwargs.setdefault("short_side", None)
+    return Segmenter(model, device="cpu", text_cache_dir=None, **kwargs)
 
 
 def evaluate(model, n_images: int = 6, n_sequences: int = 2, max_clicks: int = 20, noc_per_class: int = 2,

@@ -30,6 +30,9 @@ class TrainConfig:
     steps: int = 2800
     #: synthetic image sizes (one drawn per step)
     image_sizes: tuple[int, ...] = (128, 160, 192)
+    #: range of the synthetic images' upsampling factor (objects this many times larger, see
+    #: :func:`~napari_seem.train.data.synthetic_sample`); ``(1, 1)``: the generator's own scale
+    zoom: tuple[float, float] = (1.0, 1.0)
     lr: float = 4e-4
     text_lr_scale: float = 0.5
     weight_decay: float = 0.05
@@ -182,7 +185,8 @@ def train(
     running: dict[str, float] = {}
     for step in range(start, cfg.steps):
         seed = sample_seed(cfg.seed, step)
-        sample: Sample = data.sample(seed) if data is not None else synthetic_sample(seed, cfg.image_sizes[seed % len(cfg.image_sizes)])
+        sample: Sample = data.sample(seed) if data is not None else synthetic_sample(
+            seed, cfg.image_sizes[seed % len(cfg.image_sizes)], zoom=cfg.zoom)
         rng = np.random.default_rng(seed + 1)
         generator = torch.Generator().manual_seed(seed % (1 << 62))
         factor = lr_factor(step, cfg)
