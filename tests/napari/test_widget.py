@@ -311,3 +311,35 @@ def test_one_region_option_follows_and_sets_the_segmenter(setup):
     widget.set_segmenter(other, "other")
     assert not widget.connected_check.isChecked() and other.connected_objects is False
     assert raw.connected_objects is True  # the previous segmenter is no longer touched
+
+
+def test_load_auto_offline_records_the_model_that_ran(make_napari_viewer, qtbot):
+    """*Load model* with ``auto`` and no official checkpoint: the shipped model, at the image's own
+    size and with its own classes; the output layer (so a saved session) names that model."""
+    from napari_seem.synthetic import make_image
+
+    viewer = make_napari_viewer()
+    sample = make_image((128, 128), seed=11)
+    viewer.add_image(sample.image, name="cells")
+    widget = SeemWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SEEM")
+    widget.model_combo.setCurrentText("auto")
+    widget.device_combo.setCurrentText("cpu")
+    widget.load_model()
+    _wait(qtbot, widget, timeout=60_000)
+    assert widget.model_name == "seem_tiny_synthetic"
+    assert widget.model_label.text() == "seem_tiny_synthetic (auto) ready"
+    assert widget.segmenter.short_side is None
+    assert widget.vocab_edit.toPlainText().split() == ["nucleus", "cell", "vesicle"]
+    widget.add_prompt_layers()
+    nucleus = next(o for o in sample.objects if o["class"] == "nucleus")
+    rows, cols = np.nonzero(sample.nuclei == nucleus["id"])
+    viewer.layers["SEEM points"].add([[rows.mean(), cols.mean()]])
+    widget.segment()
+    _wait(qtbot, widget, timeout=60_000)
+    out = viewer.layers["cells seem"]
+    assert out.metadata["napari_seem"]["model"] == "seem_tiny_synthetic"
+    truth = sample.nuclei == nucleus["id"]
+    overlap = np.logical_and(out.data == 1, truth).sum() / np.logical_or(out.data == 1, truth).sum()
+    assert overlap > 0.5, overlap  # a real segmentation of the clicked nucleus
+    assert out.features["class_name"].tolist() == ["nucleus"]

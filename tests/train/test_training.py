@@ -209,6 +209,22 @@ def test_cli_fine_tunes_a_checkpoint_on_user_data(tiny_yaml, user_folder, tmp_pa
     assert not torch.allclose(tuned["backbone.patch_embed.proj.weight"].float(),
                               before["backbone.patch_embed.proj.weight"], atol=1e-4)
     assert (out / "config.yaml").is_file()
+    # the run's folder is a model users load by its file alone: its config.yaml beside the weights
+    # gives the architecture, the classes it was trained on and its resolution (the image's own)
+    from napari_seem.engine import Segmenter
+
+    seg = Segmenter.from_pretrained(out / "model.safetensors", device="cpu")
+    assert seg.vocabulary[:2] == ["nucleus", "cell"] and seg.short_side is None
+    assert list(seg.default_vocabulary.names[:2]) == ["nucleus", "cell"]
+    assert Segmenter.from_pretrained(out / "model.safetensors", device="cpu", short_side=96).short_side == 96
+    # fine-tuning the run again finds its config the same way (no --config), and keeps the section
+    again = tmp_path / "again"
+    main(["--fine-tune", str(out / "model.safetensors"), "--data", str(user_folder), "--classes", "nucleus", "cell",
+          "debris", "--steps", "1", "--crop", "64", "--out", str(again)])
+    import yaml
+
+    assert yaml.safe_load((again / "config.yaml").read_text())["NAPARI_SEEM"] == {
+        "VOCABULARY": ["nucleus", "cell", "debris"], "SHORT_SIDE": None}
 
 
 def test_reproduce_runs_every_phase_in_order(tmp_path, monkeypatch):

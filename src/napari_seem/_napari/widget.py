@@ -85,7 +85,7 @@ class SeemWidget(QWidget):
         self._progress_timer.timeout.connect(self._show_progress)
         self._build()
         if segmenter is not None:
-            self.connected_check.setChecked(bool(getattr(segmenter, "connected_objects", True)))
+            self.set_segmenter(segmenter)
         self._connect_viewer()
         self.refresh_layers()
         install_shortcuts(self.viewer, self)
@@ -382,12 +382,18 @@ class SeemWidget(QWidget):
             self.model_combo.setCurrentText(path)
 
     def set_segmenter(self, segmenter, name: str = "custom") -> None:
-        """Use ``segmenter`` from now on (also what *Load model* ends with)."""
+        """Use ``segmenter`` from now on (also what *Load model* ends with).
+
+        The model is recorded (in the output layer's metadata, so in saved sessions) by the name
+        the segmenter knows itself by when it has one: what ``auto`` resolved to, not ``auto``.
+        """
         self.segmenter = segmenter
-        self.model_name = name
+        own = getattr(segmenter, "model_name", None)
+        self.model_name = own if isinstance(own, str) and own and own != "custom" else name
         self._last = None
         self.connected_check.setChecked(bool(getattr(segmenter, "connected_objects", True)))
-        self.model_label.setText(f"{name} ready")
+        shown = self.model_name if self.model_name == name else f"{self.model_name} ({name})"
+        self.model_label.setText(f"{shown} ready")
         vocabulary = list(getattr(segmenter, "vocabulary", []) or [])
         self.vocab_edit.setPlainText("\n".join(vocabulary))
 

@@ -93,7 +93,8 @@ class PromptSpec:
             image) or ``"propagate"`` (objects seeded on ``start_frame`` carried through the stack).
         text: the phrase, for ``"text"``.
         vocabulary: class names used to name objects (and to classify, for ``"vocabulary"``);
-            None keeps the model's default (the 133 COCO classes).
+            None keeps the model's own (the shipped model's classes, COCO's 133 for the official
+            checkpoints).
         exemplar_image, exemplar_mask: reference image and ``[H, W]`` bool mask, for ``"exemplar"``.
         min_similarity: cosine similarity an exemplar match must reach.
         seed_labels: ``[H, W]`` label image on ``start_frame`` (each id one object), for ``"propagate"``.

@@ -133,8 +133,12 @@ class Segmenter:
 
         name = default_model_name() if str(name_or_path) == AUTO else name_or_path
         model = from_pretrained(name, config=config, device="cpu")
+        from ..model.config import run_settings
         from ..weights import SHIPPED_VOCABULARIES
 
+        # a model trained by napari_seem.train says how it runs (its classes, its resolution)
+        for key, value in run_settings(model.cfg).items():
+            kwargs.setdefault(key, value)
         if str(name) in SHIPPED_VOCABULARIES:
             # trained on 128-256 px synthetic images: use images at their own size, and its classes
             kwargs.setdefault("vocabulary", list(SHIPPED_VOCABULARIES[str(name)]))

@@ -61,6 +61,25 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
     return out
 
 
+#: config section (ours, beside the official ones) with how a model trained by
+#: ``python -m napari_seem.train`` is meant to run: ``VOCABULARY`` (its class names) and
+#: ``SHORT_SIDE`` (model-side resolution; null: the image's own size, as in training)
+RUN_SECTION = "NAPARI_SEEM"
+
+
+def run_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"vocabulary": [...], "short_side": ...}`` from a config's :data:`RUN_SECTION` (only the
+    entries it has; empty for the official configs)."""
+    section = cfg.get(RUN_SECTION) or {}
+    settings: dict[str, Any] = {}
+    if section.get("VOCABULARY"):
+        settings["vocabulary"] = [str(name) for name in section["VOCABULARY"]]
+    if "SHORT_SIDE" in section:
+        side = section["SHORT_SIDE"]
+        settings["short_side"] = None if side is None else int(side)
+    return settings
+
+
 def preset_names() -> list[str]:
     """Names accepted by :func:`load_config` and ``build_seem``."""
     return list(PRESETS)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+import yaml
 
 from .checkpoint import (
     CheckpointError,
@@ -17,7 +18,7 @@ from .checkpoint import (
     load_into,
     read_state_dict,
 )
-from .config import PRESETS, checkpoint_filename
+from .config import PRESETS, RUN_SECTION, checkpoint_filename
 from .seem import SEEM, build_seem
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,19 @@ def shipped_models() -> list[str]:
 def available_models() -> list[str]:
     """Every name :func:`from_pretrained` accepts: official presets, then shipped models."""
     return [*PRESETS, *shipped_models()]
+
+
+def training_run_config(weights: Path) -> Path | None:
+    """The ``config.yaml`` that ``python -m napari_seem.train`` writes beside its weights, if
+    ``weights`` has one (a YAML with a ``NAPARI_SEEM`` section), else None."""
+    candidate = Path(weights).with_name("config.yaml")
+    if not candidate.is_file():
+        return None
+    try:
+        loaded = yaml.safe_load(candidate.read_text())
+    except yaml.YAMLError:
+        return None
+    return candidate if isinstance(loaded, dict) and RUN_SECTION in loaded and "MODEL" in loaded else None
 
 
 def default_model_name() -> str:
@@ -87,8 +101,10 @@ def from_pretrained(
             checkpoint is found locally or downloaded from ``xdecoder/SEEM``; a model shipped in
             the package (``"seem_tiny_synthetic"``); ``"auto"`` (see :func:`default_model_name`);
             or a ``.pt``/``.pth``/``.safetensors`` file.
-        config: preset name, official SEEM YAML or dict. Default: the preset itself, or for a file
-            the preset whose architecture fits the checkpoint's names and shapes.
+        config: preset name, official SEEM YAML or dict. Default: the preset itself; for a file,
+            the ``config.yaml`` beside it when a training run of ``python -m napari_seem.train``
+            wrote it (it has a ``NAPARI_SEEM`` section), else the preset whose architecture fits
+            the checkpoint's names and shapes.
         device: where the model lives.
         strict: raise :class:`CheckpointError` naming every missing, unexpected or mis-shaped
             entry (default). With ``False`` such entries are logged and skipped.
@@ -102,6 +118,8 @@ def from_pretrained(
         from ..weights import shipped_model_path
 
         config = shipped_model_path(str(name_or_path))[1]
+    if config is None and str(name_or_path) not in PRESETS:
+        config = training_run_config(path)
     if config is None:
         config = str(name_or_path) if str(name_or_path) in PRESETS else guess_preset(state)
         if config is None:

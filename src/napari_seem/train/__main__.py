@@ -20,8 +20,8 @@ import yaml
 
 from ..model import build_seem, load_config, load_into, read_state_dict
 from ..model.checkpoint import guess_preset
-from ..model.config import PRESETS
-from ..model.pretrained import resolve_checkpoint
+from ..model.config import PRESETS, RUN_SECTION
+from ..model.pretrained import resolve_checkpoint, training_run_config
 from ..weights import SHIPPED_MODELS, shipped_model_path
 from .data import VOCABULARY, FolderDataset
 from .loop import TrainConfig, export, new_model, train
@@ -40,6 +40,9 @@ def _load_checkpoint(name_or_path: str, config: str | None):
     else:
         path = resolve_checkpoint(name_or_path)
         state = read_state_dict(path)
+        if config is None and name_or_path not in PRESETS:
+            found = training_run_config(path)  # a run of this command: its config.yaml beside it
+            config = str(found) if found is not None else None
         if config is None:
             config = name_or_path if name_or_path in PRESETS else guess_preset(state)
         if config is None:
@@ -61,6 +64,23 @@ def objective_config(overrides: list[str]) -> ObjectiveConfig:
         current = getattr(cfg, name)
         setattr(cfg, name, tuple(parsed) if isinstance(current, tuple) else type(current)(parsed))
     return cfg
+
+
+def write_run_settings(config_path: Path, classes: list[str]) -> None:
+    """Record in the run's ``config.yaml`` how its model runs (``from_pretrained`` and the
+    ``Segmenter`` read it): its class names, and the image's own size as model-side resolution
+    (training never resizes an image)."""
+    loaded = yaml.safe_load(config_path.read_text()) or {}
+    section = {RUN_SECTION: {"VOCABULARY": list(classes), "SHORT_SIDE": None}}
+    if RUN_SECTION in loaded:
+        loaded.update(section)
+        config_path.write_text(yaml.safe_dump(loaded, sort_keys=False))
+    else:  # keep the copied file's comments
+        with config_path.open("a") as handle:
+            if not config_path.read_text().endswith("\n"):
+                handle.write("\n")
+            handle.write("# how napari-seem runs this model (written by python -m napari_seem.train)\n")
+            handle.write(yaml.safe_dump(section, sort_keys=False))
 
 
 def recipe(out: str) -> list[list[str]]:
@@ -153,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.copyfile(config, config_out)
     else:
         config_out.write_text(yaml.safe_dump(load_config(config)))
+    write_run_settings(config_out, args.classes)
     print(f"weights: {weights}\nconfig: {config_out}")
 
 
