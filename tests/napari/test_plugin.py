@@ -59,6 +59,37 @@ def test_saved_session_opens_with_the_reader(plugin, make_napari_viewer, tmp_pat
     assert out.metadata["napari_seem"]["model"] == "custom"
 
 
+def test_reopened_session_prepares_its_model_and_classes(plugin, make_napari_viewer, tmp_path, qtbot):
+    """A widget without a model adopts a re-opened session's Labels layer: it becomes the output,
+    the model box names the session's model, and the loaded model gets the session's classes."""
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs(), name="cells")
+    fake = FakeSegmenter()
+    fake.model_name = "seem_tiny_synthetic"
+    fake.vocabulary = ["cell", "nucleus", "debris"]
+    widget = SeemWidget(viewer, segmenter=fake)
+    widget.add_prompt_layers()
+    viewer.layers["SEEM points"].add([[20, 20]])
+    widget.segment()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    assert viewer.layers["cells seem"].metadata["napari_seem"]["model"] == "seem_tiny_synthetic"
+    viewer.layers.save(str(tmp_path / "work.seem"), plugin="napari-seem")
+
+    other = make_napari_viewer()
+    fresh = SeemWidget(other)
+    other.open(str(tmp_path / "work.seem"), plugin="napari-seem")
+    assert fresh.output_combo.currentText() == "cells seem"
+    assert fresh.model_combo.currentText() == "seem_tiny_synthetic"
+    assert "made with seem_tiny_synthetic" in fresh.model_label.text()
+    assert fresh.vocab_edit.toPlainText().split() == ["cell", "nucleus", "debris"]
+    fresh.device_combo.setCurrentText("cpu")
+    fresh.load_model()
+    qtbot.waitUntil(lambda: fresh.worker is None, timeout=60_000)
+    assert fresh.last_error is None, fresh.last_error
+    assert fresh.model_name == "seem_tiny_synthetic"
+    assert fresh.segmenter.vocabulary[:3] == ["cell", "nucleus", "debris"]
+
+
 def test_console_helpers(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.add_image(blobs(leading=(3,)), name="cells")

@@ -6,6 +6,7 @@ thread worker (:mod:`.workers`) and writes results into a Labels layer. It holds
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -73,6 +74,7 @@ class SeemWidget(QWidget):
         self.viewer = napari_viewer
         self.segmenter = segmenter
         self.model_name: str | None = "custom" if segmenter is not None else None
+        self._session_vocabulary: list[str] = []  # classes of a re-opened session, for the next model
         self.worker = None
         self.last_error: Exception | None = None
         self._progress = None
@@ -277,7 +279,28 @@ class SeemWidget(QWidget):
     def _on_layers_changed(self, event=None) -> None:
         if event is not None and getattr(event, "type", "") == "inserted":
             event.value.events.name.connect(self._on_layers_changed)
+            self.refresh_layers()
+            self._adopt_session(event.value)
+            return
         self.refresh_layers()
+
+    def _adopt_session(self, layer) -> None:
+        """A Labels layer made by this widget (e.g. from a re-opened session) while no model is
+        loaded: choose it as the output and prepare its model and classes, so *Load model*
+        continues the work with what made it."""
+        from napari.layers import Labels
+
+        recorded = layer.metadata.get(METADATA_KEY) if isinstance(layer, Labels) else None
+        if not isinstance(recorded, dict) or self.segmenter is not None:
+            return
+        self.output_combo.setCurrentText(layer.name)
+        model = recorded.get("model")
+        if isinstance(model, str) and (model in _presets() or Path(model).expanduser().is_file()):
+            self.model_combo.setCurrentText(model)
+            self.model_label.setText(f"{layer.name!r} was made with {model}: Load model to continue")
+        self._session_vocabulary = [str(n) for n in recorded.get("vocabulary") or []]
+        if self._session_vocabulary:
+            self.vocab_edit.setPlainText("\n".join(self._session_vocabulary))
 
     def refresh_layers(self) -> None:
         """Fill the layer choices from the viewer, keeping the current choices when possible."""
@@ -394,6 +417,9 @@ class SeemWidget(QWidget):
         self.connected_check.setChecked(bool(getattr(segmenter, "connected_objects", True)))
         shown = self.model_name if self.model_name == name else f"{self.model_name} ({name})"
         self.model_label.setText(f"{shown} ready")
+        session, self._session_vocabulary = self._session_vocabulary, []
+        if session and hasattr(segmenter, "set_vocabulary"):
+            segmenter.set_vocabulary(session)  # continue a re-opened session with its classes
         vocabulary = list(getattr(segmenter, "vocabulary", []) or [])
         self.vocab_edit.setPlainText("\n".join(vocabulary))
 
