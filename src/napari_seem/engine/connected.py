@@ -87,19 +87,26 @@ def split_regions(masks: np.ndarray, splittable: np.ndarray, min_fraction: float
     Returns:
         ``([M, H, W]`` masks, ``[M]`` index of the source mask of each)``, in source order.
     """
-    out, source = [], []
+    # pieces: (source mask, its region labels or None for the whole mask, region value, bounding box)
+    pieces: list[tuple[int, np.ndarray | None, int, tuple[slice, ...] | None]] = []
     for k, mask in enumerate(masks):
         labels, n = ndimage.label(mask, structure=_EIGHT_CONNECTED) if splittable[k] else (None, 1)
         if n <= 1:
-            out.append(mask)
-            source.append(k)
+            pieces.append((k, None, 0, None))
             continue
         areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        boxes = ndimage.find_objects(labels)
         for region in np.flatnonzero((areas >= min_fraction * areas.max()) & (areas >= min_area)):
-            out.append(labels == region + 1)
-            source.append(k)
-    stacked = np.stack(out) if out else np.zeros((0, *masks.shape[1:]), dtype=bool)
-    return stacked, np.asarray(source, dtype=np.int64)
+            pieces.append((k, labels, int(region) + 1, boxes[region]))
+    # one allocation, each piece written inside its box: a large image with thousands of objects
+    # costs the output and no more (no list of full-size masks, no stacked copy)
+    out = np.zeros((len(pieces), *masks.shape[1:]), dtype=bool)
+    for i, (k, labels, value, box) in enumerate(pieces):
+        if labels is None:
+            out[i] = masks[k]
+        else:
+            out[i][box] = labels[box] == value
+    return out, np.asarray([piece[0] for piece in pieces], dtype=np.int64)
 
 
 def merge_duplicates(masks: np.ndarray, query_masks: np.ndarray, classes: np.ndarray, mergeable: np.ndarray,
