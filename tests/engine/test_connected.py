@@ -5,6 +5,7 @@ import pytest
 from napari_seem.engine import ObjectPrompt, Segmenter, Vocabulary
 from napari_seem.engine.connected import (
     cut_at_negatives,
+    grow_at_marks,
     keep_prompted_regions,
     keep_prompted_regions_all,
     merge_duplicates,
@@ -104,9 +105,14 @@ def test_segmenter_keeps_the_prompted_regions_of_the_raw_mask(tiny_model):
     regions = [np.zeros(image.shape, bool), np.zeros(image.shape, bool)]
     regions[0][47:50, 59:62] = True
     regions[1][10:31, 10:41] = True
-    for k in range(2):
-        assert np.array_equal(kept.masks[k], keep_prompted_regions(raw.masks[k], regions[k]))
-    assert (kept.masks <= raw.masks).all()
+    # the box: the regions of the raw mask it touches
+    assert np.array_equal(kept.masks[1], keep_prompted_regions(raw.masks[1], regions[1]))
+    assert (kept.masks[1] <= raw.masks[1]).all()
+    # the click: the regions it touches, grown at the click where the click fell outside them
+    touched = keep_prompted_regions(raw.masks[0], regions[0])
+    expected = grow_at_marks(touched, raw_seg.mask_probabilities(raw, 0), regions[0])
+    assert np.array_equal(kept.masks[0], expected)
+    assert kept.masks[0][48, 60]  # the clicked pixel is in its object
     np.testing.assert_array_equal(kept.memory, raw.memory)
     # the raw click mask of this random model has several regions, so the rule did change it
     assert kept.masks[0].sum() < raw.masks[0].sum()
@@ -280,3 +286,59 @@ def test_segmenter_cuts_at_negative_clicks_and_raw_mode_does_not(tiny_model):
         assert not (kept.masks[0] & negative).any() and (raw.masks[0] & negative).any()
         assert kept.masks[0].sum() < connected.sum()
         assert kept.masks[0][0:7, 0:51].any()
+
+
+def _rim_scene():
+    """A disc mask (prob 0.9) with a thin rim just outside it that the model half believes (0.4),
+    and background (0.05)."""
+    rows, cols = np.ogrid[:60, :60]
+    r = np.sqrt((rows - 30.0) ** 2 + (cols - 30.0) ** 2)
+    prob = np.where(r <= 10, 0.9, np.where(r <= 12, 0.4, 0.05)).astype(np.float32)
+    return prob > 0.5, prob, r
+
+
+def test_grow_at_marks_adds_the_clicked_rim_near_the_click_only():
+    mask, prob, r = _rim_scene()
+    click = np.zeros_like(mask)
+    click[29:32, 40:43] = True                        # on the rim, right of the disc (r 10-13)
+    grown = grow_at_marks(mask, prob, click)
+    assert (grown >= mask).all() and grown[29:32, 40:43].all()
+    added = grown & ~mask
+    rim = (r > 10) & (r <= 12)
+    assert added[rim].sum() > 9                       # more than the click: the rim around it
+    assert not added[:, :34].any()                    # ... but only near the click, not the whole rim
+    assert not (added & (prob < 0.4) & ~click).any()  # nothing less likely than the clicked pixels
+    inside = np.zeros_like(mask)
+    inside[29:32, 29:32] = True
+    assert np.array_equal(grow_at_marks(mask, prob, inside), mask)  # a click inside: unchanged
+    blocked = np.zeros_like(mask)
+    blocked[26:29, 40:42] = True                      # a negative click next to it is respected
+    assert not grow_at_marks(mask, prob, click, negative=blocked)[blocked].any()
+
+
+def test_grow_at_marks_reads_marks_at_a_coarser_resolution():
+    mask, prob, _ = _rim_scene()
+    coarse = np.zeros((30, 30), bool)
+    coarse[15, 20] = True                             # pixel (30..31, 40..41) at full resolution
+    grown = grow_at_marks(mask, prob, coarse)
+    assert grown[30:32, 40:42].all() and not grown[:, :34][~mask[:, :34]].any()
+
+
+def test_positive_marks_keep_only_positive_clicks_and_strokes():
+    prompt = ObjectPrompt(points=[(1, 2), (3, 4)], point_labels=[1, 0], boxes=[(0, 0, 5, 5)],
+                          strokes=[np.array([[0, 0], [2, 2]]), np.array([[4, 4], [5, 5]])], stroke_labels=[1, 0])
+    marks = prompt.positive_marks()
+    assert marks.points.tolist() == [[1, 2]] and len(marks.strokes) == 1 and not len(marks.boxes)
+    assert ObjectPrompt(boxes=[(0, 0, 5, 5)]).positive_marks() is None
+    assert ObjectPrompt(points=[(1, 1)], point_labels=[0], mask=np.ones((4, 4), bool)).positive_marks() is None
+
+
+def test_a_positive_click_outside_the_mask_joins_its_object(tiny_model):
+    """Whatever the (random golden) model does with it, a positive click ends up in its object's mask."""
+    image = make_image((96, 120), seed=5).image
+    seg = Segmenter(tiny_model, device="cpu", short_side=None)
+    seg.set_image(image)
+    clicks = [(20, 20), (70, 90), (50, 30)]
+    result = seg.predict([ObjectPrompt(points=[c]) for c in clicks])
+    for k, (row, col) in enumerate(clicks):
+        assert result.masks[k][row, col]

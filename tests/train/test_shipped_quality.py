@@ -26,10 +26,10 @@ CLICK_FLOOR = {"nucleus": 0.56, "cell": 0.44}  # measured: 0.83 / 0.64 (SEEM's r
 TEXT_FLOOR = 0.48  # measured: 0.77 (raw masks: 0.50)
 #: clicks to 85 % IoU (max 20), first 4 cells of 4 held-out images (16 objects; until 2026-12-06
 #: "the first 4 objects", which are these same cells)
-NOC_CEILING = 8.5  # measured: 5.8 (without the negative-click cut: 10.7)
+NOC_CEILING = 6.5  # measured: 4.4 (without the negative-click cut 9.6, without the growth at positive clicks 5.8, without both 10.7)
 #: the same on the first 4 nuclei of the 4 images: small objects, where 85 % IoU needs boundaries
 #: right to about a pixel
-NOC_CEILING_NUCLEI = 15.0  # measured: 10.6 (the same without the negative-click cut)
+NOC_CEILING_NUCLEI = 12.5  # measured: 8.5 (without the growth at positive clicks 10.6, without the cut 9.5)
 
 
 def click_ious(model, n_images: int = 2, **segmenter_options) -> dict[str, float]:
@@ -113,11 +113,18 @@ def test_negative_clicks_correct_leaks(shipped, monkeypatch):
     assert clicks_to_85(shipped) >= with_cut + 3
 
 
-def test_corrective_clicks_on_nuclei(shipped):
+def test_corrective_clicks_on_nuclei(shipped, monkeypatch):
     """Nuclei start close (single click 0.8 IoU) but the last pixels of their boundary are what
-    85 % IoU asks for; the tiny model mostly ignores such corrections (see the model card)."""
+    85 % IoU asks for; the tiny model mostly ignores a click on a thin missed rim (see the model
+    card), the engine's growth of the mask at a positive click outside it is what makes such
+    clicks count."""
+    import importlib
+
     measured = clicks_to_85(shipped, "nucleus")
     assert measured <= NOC_CEILING_NUCLEI, f"NoC@85 on nuclei {measured:.2f} > {NOC_CEILING_NUCLEI}"
+    segmenter_module = importlib.import_module("napari_seem.engine.segmenter")
+    monkeypatch.setattr(segmenter_module, "grow_at_marks", lambda mask, *args, **kwargs: mask)
+    assert clicks_to_85(shipped, "nucleus") >= measured + 1.5
 
 
 def test_random_weights_do_not_reach_the_floor():

@@ -16,7 +16,12 @@ that look alike elsewhere in the image (many nuclei look the same). The engine t
   mask is flooded from the positive and the negative prompt pixels inside it (seeded watershed
   on the mask's confidence), and what is reached first from a negative seed leaves the mask. A
   negative click on a leak into a neighbour thus removes the leak even where the model alone
-  barely reacts to it.
+  barely reacts to it;
+* grows, per prompted object, its mask at a **positive click or stroke** that fell outside it:
+  the clicked pixels join the mask, with the pixels around them (within the click's distance to
+  the mask plus 2 px) that the model finds at least as likely to be the object as the clicked
+  ones, connected to them. A click on a thin missed rim along an outline thus adds that rim,
+  where the model alone often does not react to it.
 
 Regions are 8-connected. Objects that really consist of separate pieces can keep them all: prompt
 each piece (a click on each), or switch the rules off (``Segmenter(connected_objects=False)``).
@@ -185,4 +190,45 @@ def cut_at_negatives(mask: np.ndarray, prob: np.ndarray, positive: np.ndarray, n
     markers[neg[box]] = 2
     out = np.zeros_like(mask)
     out[box] = watershed(1.0 - prob[box], markers, mask=mask[box]) == 1
+    return out
+
+
+def grow_at_marks(mask: np.ndarray, prob: np.ndarray, marks: np.ndarray, negative: np.ndarray | None = None,
+                  margin: float = 2.0, min_radius: float = 3.0) -> np.ndarray:
+    """Add to ``mask`` the pixels of its positive marks (clicks, strokes) that lie outside it.
+
+    Each connected piece of the marks outside the mask joins it, together with the pixels whose
+    probability is at least the piece's own (at most 0.5, the mask's threshold), connected to it,
+    within ``d + margin`` pixels of its centre (``d``: its distance to the mask; at least
+    ``min_radius``). Pixels of a ``negative`` prompt never join.
+
+    Args:
+        mask: ``[H, W]`` bool mask.
+        prob: ``[H, W]`` float mask probability.
+        marks: ``[h, w]`` bool positive clicks and strokes at any resolution (e.g. the model's),
+            read at the centres of ``mask``'s pixels.
+        negative: ``[h, w]`` bool negative prompt region, or None.
+
+    Returns:
+        ``[H, W]`` bool, a superset of ``mask``; ``mask`` itself when every mark lies inside it.
+    """
+    seeds = resample_nearest(marks, mask.shape) & ~mask
+    blocked = resample_nearest(negative, mask.shape) if negative is not None else np.zeros_like(mask)
+    seeds &= ~blocked
+    if not seeds.any():
+        return mask
+    out = mask.copy()
+    to_mask = ndimage.distance_transform_edt(~mask) if mask.any() else np.zeros(mask.shape)
+    pieces, n = ndimage.label(seeds, structure=_EIGHT_CONNECTED)
+    rows, cols = np.ogrid[:mask.shape[0], :mask.shape[1]]
+    for k, box in enumerate(ndimage.find_objects(pieces), start=1):
+        seed = pieces == k
+        level = min(0.5, float(prob[seed].max()))
+        radius = max(min_radius, float(to_mask[seed].min()) + margin)
+        r0, c0 = (box[0].start + box[0].stop - 1) / 2, (box[1].start + box[1].stop - 1) / 2
+        near = (rows - r0) ** 2 + (cols - c0) ** 2 <= radius * radius
+        candidates = (((prob >= level) & near) | seed) & ~blocked
+        regions, _ = ndimage.label(candidates, structure=_EIGHT_CONNECTED)
+        touched = np.unique(regions[seed])
+        out |= np.isin(regions, touched[touched > 0])
     return out

@@ -67,6 +67,18 @@ class ObjectPrompt:
     mask: np.ndarray | None = None
     negative_mask: np.ndarray | None = None
 
+    def positive_marks(self) -> "ObjectPrompt | None":
+        """Only the positive clicks and strokes (pixels the user marked as the object), or None.
+
+        Boxes, polygons and masks are areas that may include background, so they are left out.
+        """
+        labels = self.stroke_labels if self.stroke_labels is not None else [POSITIVE] * len(self.strokes)
+        points = self.points[self.point_labels == POSITIVE]
+        strokes = [s for s, lbl in zip(self.strokes, labels) if lbl == POSITIVE]
+        if not len(points) and not strokes:
+            return None
+        return ObjectPrompt(points=points, point_labels=np.ones(len(points), np.int64), strokes=strokes)
+
     def __post_init__(self) -> None:
         self.points = _as_coords(self.points, "points")
         labels = np.asarray(self.point_labels if len(np.atleast_1d(self.point_labels)) else [], dtype=np.int64)

@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from ..model import SEEM, from_pretrained
 from ..model.postprocess import panoptic_inference
 from ..model.seem import ImageFeatures
-from .connected import cut_at_negatives, keep_prompted_regions_all, merge_duplicates, split_regions
+from .connected import cut_at_negatives, grow_at_marks, keep_prompted_regions_all, merge_duplicates, split_regions
 from .device import inference_context, release_memory, resolve_device
 from .feature_cache import FeatureCache, image_signature, model_fingerprint
 from .image import DEFAULT_MAX_SIDE, DEFAULT_SHORT_SIDE, Normalize, PreparedImage, logits_to_original, prepare_image
-from .prompts import ObjectPrompt, stack_prompts
+from .prompts import ObjectPrompt, rasterize, stack_prompts
 from .result import Segmentation
 from .vocabulary import Vocabulary, default_cache_dir
 
@@ -335,13 +335,25 @@ class Segmenter:
             captions = out.selected_captions()[0].float()
         names, class_scores = self._name(captions)
         previous_ids = None if previous is None else previous.object_ids
-        regions = negatives = None
+        regions = negatives = marks = None
         if self.connected_objects:  # the prompts SEEM read, at model resolution
             h, w = state.prepared.model_shape
             regions = pos[:, :h, :w].cpu().numpy()
             negatives = neg[:, :h, :w].cpu().numpy()
+            marks = self._positive_marks(state, prompts)
         return self._result(state, logits, names, class_scores, object_ids=previous_ids, prompt_regions=regions,
-                            negative_regions=negatives)
+                            negative_regions=negatives, positive_marks=marks)
+
+    @staticmethod
+    def _positive_marks(state: _ImageState, prompts: list[ObjectPrompt]) -> np.ndarray:
+        """``[N, h, w]`` bool: each object's positive clicks and strokes alone, at model resolution."""
+        prep = state.prepared
+        out = np.zeros((len(prompts), *prep.model_shape), dtype=bool)
+        for k, prompt in enumerate(prompts):
+            marks = prompt.positive_marks()
+            if marks is not None:
+                out[k] = rasterize(marks, prep.original_shape, prep.model_shape)[0]
+        return out
 
     def mask_probabilities(self, result: Segmentation, index: int) -> np.ndarray:
         """``[H, W]`` float32 mask probability of object ``index`` of a result on this segmenter's
@@ -371,10 +383,12 @@ class Segmenter:
         return up[:, :h, :w]
 
     def _result(self, state, logits: torch.Tensor, names, class_scores, object_ids=None,
-                prompt_regions: np.ndarray | None = None, negative_regions: np.ndarray | None = None) -> Segmentation:
+                prompt_regions: np.ndarray | None = None, negative_regions: np.ndarray | None = None,
+                positive_marks: np.ndarray | None = None) -> Segmentation:
         """Masks at the original resolution; with ``prompt_regions`` (the objects' positive
-        prompts, ``[N, h, w]`` at model resolution), only the mask regions they touch are kept, and
-        the part of a mask that one of its ``negative_regions`` falls in is cut off."""
+        prompts, ``[N, h, w]`` at model resolution), only the mask regions they touch are kept,
+        the part of a mask that one of its ``negative_regions`` falls in is cut off, and a mask
+        grows at its ``positive_marks`` (clicks, strokes) that fell outside it."""
         model_grid = self._to_model_grid(state, logits)
         full = logits_to_original(model_grid, state.prepared.original_shape)
         masks = (full > 0).cpu().numpy()
@@ -384,6 +398,10 @@ class Segmenter:
             for k in range(len(masks)) if negative_regions is not None else ():
                 if negative_regions[k].any():
                     masks[k] = cut_at_negatives(masks[k], probs[k].cpu().numpy(), prompt_regions[k], negative_regions[k])
+            for k in range(len(masks)) if positive_marks is not None else ():
+                if positive_marks[k].any():
+                    negative = None if negative_regions is None else negative_regions[k]
+                    masks[k] = grow_at_marks(masks[k], probs[k].cpu().numpy(), positive_marks[k], negative)
         inside = torch.from_numpy(masks).to(full.device).float()
         scores = ((probs * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp_min(1)).cpu().numpy()
         return Segmentation(
