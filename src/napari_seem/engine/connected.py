@@ -200,7 +200,8 @@ def grow_at_marks(mask: np.ndarray, prob: np.ndarray, marks: np.ndarray, negativ
     Each connected piece of the marks outside the mask joins it, together with the pixels whose
     probability is at least the piece's own (at most 0.5, the mask's threshold), connected to it,
     within ``d + margin`` pixels of its centre (``d``: its distance to the mask; at least
-    ``min_radius``). Pixels of a ``negative`` prompt never join.
+    ``min_radius``). Pixels of a ``negative`` prompt never join. Everything is computed in a
+    window around each piece, so the cost does not grow with the image.
 
     Args:
         mask: ``[H, W]`` bool mask.
@@ -212,23 +213,47 @@ def grow_at_marks(mask: np.ndarray, prob: np.ndarray, marks: np.ndarray, negativ
     Returns:
         ``[H, W]`` bool, a superset of ``mask``; ``mask`` itself when every mark lies inside it.
     """
-    seeds = resample_nearest(marks, mask.shape) & ~mask
     blocked = resample_nearest(negative, mask.shape) if negative is not None else np.zeros_like(mask)
-    seeds &= ~blocked
+    seeds = resample_nearest(marks, mask.shape) & ~mask & ~blocked
     if not seeds.any():
         return mask
     out = mask.copy()
-    to_mask = ndimage.distance_transform_edt(~mask) if mask.any() else np.zeros(mask.shape)
-    pieces, n = ndimage.label(seeds, structure=_EIGHT_CONNECTED)
-    rows, cols = np.ogrid[:mask.shape[0], :mask.shape[1]]
+    pieces, _ = ndimage.label(seeds, structure=_EIGHT_CONNECTED)
     for k, box in enumerate(ndimage.find_objects(pieces), start=1):
-        seed = pieces == k
-        level = min(0.5, float(prob[seed].max()))
-        radius = max(min_radius, float(to_mask[seed].min()) + margin)
+        radius = max(min_radius, _distance_to_mask(mask, pieces, k, box) + margin)
         r0, c0 = (box[0].start + box[0].stop - 1) / 2, (box[1].start + box[1].stop - 1) / 2
+        win = _expanded(box, radius + 1, mask.shape)
+        rows, cols = np.ogrid[win[0], win[1]]
+        seed = pieces[win] == k
+        level = min(0.5, float(prob[win][seed].max()))
         near = (rows - r0) ** 2 + (cols - c0) ** 2 <= radius * radius
-        candidates = (((prob >= level) & near) | seed) & ~blocked
+        candidates = (((prob[win] >= level) & near) | seed) & ~blocked[win]
         regions, _ = ndimage.label(candidates, structure=_EIGHT_CONNECTED)
         touched = np.unique(regions[seed])
-        out |= np.isin(regions, touched[touched > 0])
+        out[win] |= np.isin(regions, touched[touched > 0])
     return out
+
+
+def _expanded(box: tuple[slice, slice], by: float, shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """``box`` grown by ``by`` pixels on every side, clipped to ``shape``."""
+    pad = int(np.ceil(by))
+    return (slice(max(0, box[0].start - pad), min(shape[0], box[0].stop + pad)),
+            slice(max(0, box[1].start - pad), min(shape[1], box[1].stop + pad)))
+
+
+def _distance_to_mask(mask: np.ndarray, pieces: np.ndarray, k: int, box: tuple[slice, slice]) -> float:
+    """Smallest distance from piece ``k`` of ``pieces`` to a pixel of ``mask`` (0 for an empty
+    mask), searched in windows around the piece that double until they hold the answer: a mask
+    pixel outside a window grown by ``r`` is farther than ``r`` from every pixel of the piece."""
+    if not mask.any():
+        return 0.0
+    reach = 8.0
+    while True:
+        win = _expanded(box, reach, mask.shape)
+        whole = win[0].stop - win[0].start == mask.shape[0] and win[1].stop - win[1].start == mask.shape[1]
+        inside = mask[win]
+        if inside.any():
+            nearest = float(ndimage.distance_transform_edt(~inside)[pieces[win] == k].min())
+            if nearest <= reach or whole:
+                return nearest
+        reach *= 2
