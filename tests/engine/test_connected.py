@@ -342,3 +342,27 @@ def test_a_positive_click_outside_the_mask_joins_its_object(tiny_model):
     result = seg.predict([ObjectPrompt(points=[c]) for c in clicks])
     for k, (row, col) in enumerate(clicks):
         assert result.masks[k][row, col]
+
+
+def test_distance_to_mask_in_windows_equals_the_whole_image_distance():
+    from scipy import ndimage
+
+    from napari_seem.engine.connected import _distance_to_mask
+
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        mask = np.zeros((120, 150), bool)
+        for _ in range(rng.integers(1, 4)):           # a few small blobs, possibly far from the seed
+            r, c = rng.integers(0, 120), rng.integers(0, 150)
+            mask[max(0, r - 2):r + 3, max(0, c - 2):c + 3] = True
+        seeds = np.zeros_like(mask)
+        r, c = rng.integers(0, 118), rng.integers(0, 148)
+        seeds[r:r + 3, c:c + 3] = True
+        seeds &= ~mask
+        if not seeds.any():
+            continue
+        pieces, n = ndimage.label(seeds, structure=np.ones((3, 3), bool))
+        whole = ndimage.distance_transform_edt(~mask)
+        for k, box in enumerate(ndimage.find_objects(pieces), start=1):
+            assert _distance_to_mask(mask, pieces, k, box) == pytest.approx(whole[pieces == k].min())
+    assert _distance_to_mask(np.zeros((5, 5), bool), np.ones((5, 5), np.int32), 1, (slice(0, 5), slice(0, 5))) == 0.0
