@@ -23,7 +23,7 @@ from napari_seem.weights import load_shipped_model, shipped_model_path
 #: single click at the object's centre, mean IoU over 2 held-out 256² images (28 objects)
 CLICK_FLOOR = {"nucleus": 0.56, "cell": 0.44}  # measured: 0.83 / 0.64 (SEEM's raw masks: 0.32 / 0.39)
 #: text prompt "nucleus": mean IoU over the 14 true nuclei of the same 2 images (missed = 0)
-TEXT_FLOOR = 0.48  # measured: 0.77 (raw masks: 0.50)
+TEXT_FLOOR = 0.48  # measured: 0.78 (0.77 before text search left other classes out of its merge; raw masks: 0.50)
 #: clicks to 85 % IoU (max 20), first 4 cells of 4 held-out images (16 objects; until 2026-12-06
 #: "the first 4 objects", which are these same cells)
 NOC_CEILING = 6.5  # measured: 4.4 (without the negative-click cut 9.6, without the growth at positive clicks 5.8, without both 10.7)
@@ -57,10 +57,10 @@ def clicks_to_85(model, class_name: str = "cell", n_images: int = 4, per_image: 
     return float(np.mean(counts))
 
 
-def text_iou(model, n_images: int = 2, **segmenter_options) -> float:
+def text_iou(model, n_images: int = 2, first: int = 0, **segmenter_options) -> float:
     seg = make_segmenter(model, **segmenter_options)
     ious: list[float] = []
-    for i in range(n_images):
+    for i in range(first, first + n_images):
         s = make_image((256, 256), seed=EVAL_SEED + i)
         seg.set_image(s.image)
         nuclei = np.stack([s.nuclei == o["id"] for o in s.objects if o["class"] == "nucleus"])
@@ -204,3 +204,22 @@ def test_text_search_merges_a_nucleus_split_between_two_queries(shipped, monkeyp
     split_counts, split_ious = per_image()
     assert (merged_counts <= split_counts).all() and merged_counts.sum() < split_counts.sum()
     assert (merged_ious >= split_ious - 1e-9).all() and merged_ious.sum() > split_ious.sum()
+
+
+def test_text_search_keeps_other_classes_out_of_its_nuclei(shipped, monkeypatch):
+    """Text search merges only the queries that name the phrase: a cell query no longer takes
+    part of a nucleus (in SEEM's panoptic merge every pixel goes to one query of any class, and a
+    nucleus lies inside its cell). Held-out images 0-5: +0.026 on the whole (measured), no image
+    lower by 0.01 or more."""
+    from napari_seem.engine.segmenter import Segmenter
+
+    def per_image(n_images=6):
+        return [text_iou(shipped, n_images=1, first=i) for i in range(n_images)]
+
+    with_rule = per_image()
+    original = Segmenter._panoptic
+    monkeypatch.setattr(Segmenter, "_panoptic",
+                        lambda self, vocab, score, overlap, only=None: original(self, vocab, score, overlap))
+    without = per_image()
+    assert np.mean(with_rule) >= np.mean(without) + 0.02, (with_rule, without)
+    assert min(np.subtract(with_rule, without)) > -0.01, (with_rule, without)

@@ -428,12 +428,13 @@ class Segmenter:
         return self._result(state, logits, [text], [prob])
 
     def _text_search(self, text: str) -> Segmentation:
-        """Every object SEEM names ``text`` when the phrase joins the vocabulary."""
+        """Every object SEEM names ``text`` when the phrase joins the vocabulary: the panoptic merge
+        of just the queries that name it (objects of other classes do not take its pixels)."""
         vocab = self._vocabulary if text in self._vocabulary.names else self._vocabulary.extended([text])
-        everything = self.segment_everything(vocabulary=vocab)
-        keep = [i for i, name in enumerate(everything.class_names) if name == text]
+        found = self._panoptic(vocab, None, None, only=vocab.names.index(text))
+        keep = [i for i, name in enumerate(found.class_names) if name == text]
         if keep:
-            return everything.select(keep)
+            return found.select(keep) if len(keep) < len(found) else found
         return self._grounding(text)
 
     # ------------------------------------------------------------------ automatic
@@ -447,14 +448,23 @@ class Segmenter:
                 ``OBJECT_MASK_THRESHOLD``).
             overlap_threshold: minimum share of its own mask an object must keep (default: config).
         """
-        state = self._state()
         vocab = vocabulary if isinstance(vocabulary, Vocabulary) or vocabulary is None else Vocabulary(vocabulary)
-        vocab = vocab or self._vocabulary
+        return self._panoptic(vocab or self._vocabulary, score_threshold, overlap_threshold)
+
+    def _panoptic(self, vocab: Vocabulary, score_threshold: float | None, overlap_threshold: float | None,
+                  only: int | None = None) -> Segmentation:
+        """SEEM's panoptic inference with the region rules; with ``only`` (a class index), just the
+        queries that name that class take part, so objects of other classes claim none of its
+        pixels (text search: a nucleus lies inside its cell)."""
+        state = self._state()
         model = self.model
         with self._lock, inference_context(self.device, self.precision):
             out = model.predictor(model.prepare_decoder(state.features),
                                   class_embeddings=self._class_embeddings(vocab))
             cls_logits = out.class_logits[0].float()
+            if only is not None:
+                cls_logits = cls_logits.clone()
+                cls_logits[cls_logits.argmax(-1) != only, -1] = torch.finfo(cls_logits.dtype).max / 2
             mask_logits = out.masks[0]
             panoptic = panoptic_inference(
                 cls_logits, mask_logits, vocab.thing_ids,
@@ -472,14 +482,16 @@ class Segmenter:
         masks = torch.stack([labels == s["id"] for s in segments]).cpu().numpy()
         source = np.arange(len(segments))
         if self.connected_objects:
+            cell = 16.0 / float(np.prod(state.prepared.scale))  # a 4 x 4 decoder cell, in original pixels
             things = np.array([s["isthing"] for s in segments])
+            areas = masks.reshape(len(masks), -1).sum(1)
+            # a segment smaller than one cell of the mask grid (a vesicle, or a crumb) stays as it
+            # is: joined to a neighbour of its class, a crumb would only add to that object's error
             groups = merge_duplicates(masks, (out.masks[0, keep_queries] > 0).cpu().numpy(),
-                                      np.array([s["category_id"] for s in segments]), things)
+                                      np.array([s["category_id"] for s in segments]), things & (areas >= cell))
             if len(groups) < len(segments):  # a merged object keeps its largest segment's query
-                areas = masks.reshape(len(masks), -1).sum(1)
                 source = np.array([g[int(np.argmax(areas[g]))] for g in groups])
                 masks = np.stack([masks[g].any(0) for g in groups])
-            cell = 16.0 / float(np.prod(state.prepared.scale))  # a 4 x 4 decoder cell, in original pixels
             masks, pieces = split_regions(masks, things[source], min_area=cell)
             source = source[pieces]
         scores = np.asarray([segments[k]["score"] for k in source], np.float32)
