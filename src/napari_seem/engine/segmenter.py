@@ -462,9 +462,9 @@ class Segmenter:
             out = model.predictor(model.prepare_decoder(state.features),
                                   class_embeddings=self._class_embeddings(vocab))
             cls_logits = out.class_logits[0].float()
-            if only is not None:
+            if only is not None:  # the other queries say "no object" (the last class) for sure
                 cls_logits = cls_logits.clone()
-                cls_logits[cls_logits.argmax(-1) != only, -1] = torch.finfo(cls_logits.dtype).max / 2
+                cls_logits[cls_logits.argmax(-1) != only, -1] = 1e4
             mask_logits = out.masks[0]
             panoptic = panoptic_inference(
                 cls_logits, mask_logits, vocab.thing_ids,
