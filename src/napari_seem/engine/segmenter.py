@@ -395,13 +395,17 @@ class Segmenter:
         probs = full.sigmoid()
         if prompt_regions is not None:
             masks = keep_prompted_regions_all(masks, prompt_regions)
-            for k in range(len(masks)) if negative_regions is not None else ():
-                if negative_regions[k].any():
-                    masks[k] = cut_at_negatives(masks[k], probs[k].cpu().numpy(), prompt_regions[k], negative_regions[k])
-            for k in range(len(masks)) if positive_marks is not None else ():
-                if positive_marks[k].any():
-                    negative = None if negative_regions is None else negative_regions[k]
-                    masks[k] = grow_at_marks(masks[k], probs[k].cpu().numpy(), positive_marks[k], negative)
+            for k in range(len(masks)):
+                negative = None if negative_regions is None else negative_regions[k]
+                cut = negative is not None and negative.any()
+                grow = positive_marks is not None and positive_marks[k].any()
+                if not (cut or grow):
+                    continue
+                prob = probs[k].cpu().numpy()  # once per object, for both rules
+                if cut:
+                    masks[k] = cut_at_negatives(masks[k], prob, prompt_regions[k], negative)
+                if grow:
+                    masks[k] = grow_at_marks(masks[k], prob, positive_marks[k], negative)
         inside = torch.from_numpy(masks).to(full.device).float()
         scores = ((probs * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp_min(1)).cpu().numpy()
         return Segmentation(
