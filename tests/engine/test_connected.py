@@ -8,7 +8,9 @@ from napari_seem.engine.connected import (
     grow_at_marks,
     keep_prompted_regions,
     keep_prompted_regions_all,
+    merge_duplicate_labels,
     merge_duplicates,
+    split_label_regions,
     split_regions,
 )
 from napari_seem.synthetic import make_image
@@ -160,6 +162,7 @@ def test_segment_everything_gives_one_region_per_thing_object(tiny_model):
         if split.class_names[k] in things:
             assert _n_regions(split.masks[k]) == 1
     assert split.memory.shape[0] == len(split) and list(split.object_ids) == list(range(1, len(split) + 1))
+    assert split.compact and raw.compact  # non-overlapping objects: one label image
     assert len(split) > len(raw)  # this random model's segments are scattered: they were split
 
 
@@ -366,3 +369,55 @@ def test_distance_to_mask_in_windows_equals_the_whole_image_distance():
         for k, box in enumerate(ndimage.find_objects(pieces), start=1):
             assert _distance_to_mask(mask, pieces, k, box) == pytest.approx(whole[pieces == k].min())
     assert _distance_to_mask(np.zeros((5, 5), bool), np.ones((5, 5), np.int32), 1, (slice(0, 5), slice(0, 5))) == 0.0
+
+
+def _reference_split(masks, splittable, min_fraction=0.05, min_area=0.0):
+    """Each mask labelled over the whole image on its own (what the bounding-box version must equal)."""
+    from scipy import ndimage
+
+    pieces, source = [], []
+    for k, mask in enumerate(masks):
+        if not mask.any():
+            continue
+        labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        if not splittable[k] or n <= 1:
+            pieces.append(mask)
+            source.append(k)
+            continue
+        areas = np.bincount(labels.ravel())[1:]
+        for region in np.flatnonzero((areas >= min_fraction * areas.max()) & (areas >= min_area)):
+            pieces.append(labels == region + 1)
+            source.append(k)
+    return pieces, source
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_label_image_split_equals_splitting_each_mask_over_the_whole_image(seed):
+    rng = np.random.default_rng(seed)
+    segments = rng.integers(0, 7, size=(60, 70)).astype(np.int32)  # scattered: many regions per segment
+    segments[rng.random((60, 70)) < 0.5] = 0
+    segments[10:30, 20:50] = 2  # one large region, so small pieces become crumbs
+    splittable = np.array([True, True, False, True, True, False, True, True])  # segment 7 (index 7) is empty
+    for min_area in (0.0, 3.0):
+        positions, source = split_label_regions(segments, splittable, min_area=min_area)
+        masks = np.stack([segments == k + 1 for k in range(len(splittable))])
+        expected, expected_source = _reference_split(masks, splittable, min_area=min_area)
+        assert source.tolist() == expected_source
+        assert positions.max() == len(expected)
+        for i, piece in enumerate(expected):
+            np.testing.assert_array_equal(positions == i + 1, piece)
+        dense, dense_source = split_regions(masks, splittable, min_area=min_area)
+        np.testing.assert_array_equal(dense, np.stack(expected))
+        assert dense_source.tolist() == expected_source
+
+
+def test_merge_on_a_label_image_equals_the_mask_stack():
+    masks, queries = _two_halves()
+    positions = np.zeros(masks.shape[1:], np.int32)
+    for k, m in enumerate(masks):
+        positions[m] = k + 1
+    things = np.array([True, True])
+    assert merge_duplicate_labels(positions, queries, np.array([0, 0]), things) == [[0, 1]]
+    positions[positions == 2] = 0  # a segment without a pixel touches nothing
+    assert merge_duplicate_labels(positions, queries, np.array([0, 0]), things) == [[0], [1]]
+    assert merge_duplicate_labels(np.zeros((4, 4), np.int32), np.zeros((0, 2, 2), bool), np.zeros(0), np.zeros(0)) == []

@@ -187,6 +187,50 @@ def test_seeds_from_labels_carry_ids_and_names():
     np.testing.assert_array_equal(seeds.masks[0], a)
 
 
+@pytest.mark.parametrize("mode", ["keep", "replace"])
+@pytest.mark.parametrize("with_ids", [False, True])
+def test_label_image_result_writes_like_its_mask_stack(mode, with_ids):
+    """Automatic mode and text search return one label image; it must paint exactly as the same
+    objects held as masks (existing objects kept or painted over, corrected ids cleared first)."""
+    positions = np.zeros((32, 40), np.int32)
+    positions[2:12, 2:12] = 1
+    positions[8:20, 14:30] = 2
+    positions[25:30, 0:5] = 3
+    common = dict(scores=np.array([0.9, 0.2, 0.5], np.float32), class_names=["a", "b", "c"],
+                  class_scores=np.full(3, 0.5, np.float32))
+    compact = Segmentation.from_labels(positions, **common)
+    dense = Segmentation(np.stack([positions == k for k in (1, 2, 3)]), **common)
+    written = []
+    for result in (compact, dense):
+        viewer = ViewerModel()
+        image = viewer.add_image(blobs((32, 40)))
+        out = viewer.add_labels(np.zeros((32, 40), dtype=np.int32), **L.output_layer_kwargs(image))
+        out.data[0:6, 0:40] = 4
+        out.data[15:18, 0:20] = 6
+        plane = L.current_plane(image, viewer.dims)
+        ids = L.write_result(out, plane, result, mode=mode, label_ids=[6, 7, 8] if with_ids else None)
+        written.append((out.data.copy(), ids, out.features.copy()))
+        out.undo()
+        assert (out.data[0:6] == 4).all() and (out.data[6:15] == 0).all()
+    np.testing.assert_array_equal(written[0][0], written[1][0])
+    np.testing.assert_array_equal(written[0][1], written[1][1])
+    pd.testing.assert_frame_equal(written[0][2], written[1][2])
+
+
+def test_seeds_from_labels_are_one_label_image():
+    viewer = ViewerModel()
+    image = viewer.add_image(blobs((32, 40)))
+    out = viewer.add_labels(np.zeros((32, 40), dtype=np.int32))
+    out.data[0:5, 0:5] = 70_000
+    out.data[10:15, 10:15] = 3
+    plane = L.current_plane(image, viewer.dims)
+    seeds = L.seeds_from_labels(out, plane)
+    assert seeds.compact
+    np.testing.assert_array_equal(seeds.object_ids, [3, 70_000])
+    np.testing.assert_array_equal(seeds.to_labels(), out.data)
+    assert L.seeds_from_labels(out, plane, ids=[3]).to_labels().max() == 3
+
+
 def test_errors_are_clear():
     viewer = ViewerModel()
     image = viewer.add_image(blobs((32, 40), leading=(3,)))

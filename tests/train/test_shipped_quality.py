@@ -180,7 +180,7 @@ def test_corrective_clicks_and_the_corrected_propagation_diagnostic(shipped):
 
 def test_text_search_merges_a_nucleus_split_between_two_queries(shipped, monkeypatch):
     """Two object queries on one nucleus split it in SEEM's panoptic merge; the engine joins the
-    touching halves (``merge_duplicates``). Held-out images 0-11 (the shipped weights split
+    touching halves (``merge_duplicate_labels``). Held-out images 0-11 (the shipped weights split
     nuclei on 4 of them): never more objects nor a lower IoU, fewer and better in all."""
     import importlib
 
@@ -200,7 +200,8 @@ def test_text_search_merges_a_nucleus_split_between_two_queries(shipped, monkeyp
 
     merged_counts, merged_ious = per_image()
     segmenter_module = importlib.import_module("napari_seem.engine.segmenter")
-    monkeypatch.setattr(segmenter_module, "merge_duplicates", lambda masks, *args: [[k] for k in range(len(masks))])
+    monkeypatch.setattr(segmenter_module, "merge_duplicate_labels",
+                        lambda segments, queries, classes, *args: [[k] for k in range(len(classes))])
     split_counts, split_ious = per_image()
     assert (merged_counts <= split_counts).all() and merged_counts.sum() < split_counts.sum()
     assert (merged_ious >= split_ious - 1e-9).all() and merged_ious.sum() > split_ious.sum()

@@ -30,7 +30,7 @@ import pandas as pd
 from skimage.draw import polygon as draw_polygon
 
 from ..engine.prompts import ObjectPrompt
-from ..engine.result import Segmentation
+from ..engine.result import Segmentation, positions_of
 
 POSITIVE_VALUES = {"positive", "pos", "+", "1", "true", "yes"}
 NEGATIVE_VALUES = {"negative", "neg", "-", "0", "false", "no"}
@@ -411,11 +411,16 @@ def write_result(
     if label_ids is not None:
         new[np.isin(current, ids)] = 0
     free = np.ones_like(current, dtype=bool) if mode == "replace" else (new == 0)
-    for k in np.argsort(result.scores, kind="stable"):  # higher scores painted last, win overlaps
-        where = result.masks[k] & free
-        new[where] = ids[k]
-        if mode == "keep":
-            free &= ~where  # objects of one result never overwrite each other either
+    positions = result.positions()
+    if positions is not None:  # objects that cannot overlap, as one label image: one pass
+        where = (positions > 0) & free
+        new[where] = ids[positions[where] - 1]
+    else:
+        for k in np.argsort(result.scores, kind="stable"):  # higher scores painted last, win overlaps
+            where = result.masks[k] & free
+            new[where] = ids[k]
+            if mode == "keep":
+                free &= ~where  # objects of one result never overwrite each other either
     changed = new != current
     if changed.any():
         rows, cols = np.nonzero(changed)
@@ -466,12 +471,10 @@ def seeds_from_labels(labels_layer, plane: ViewPlane, ids: Sequence[int] | None 
         names.append(str(row["class_name"].iloc[0]) if len(row) and "class_name" in row else "")
         class_scores.append(float(row["class_score"].iloc[0]) if len(row) and "class_score" in row else 1.0)
         scores.append(float(row["score"].iloc[0]) if len(row) and "score" in row else 1.0)
-    masks = np.stack([current == i for i in chosen]) if len(chosen) else np.zeros((0, *plane.shape), dtype=bool)
-    return Segmentation(
-        masks=masks,
+    return Segmentation.from_labels(
+        positions_of(current, chosen),
         scores=np.asarray(scores, dtype=np.float32),
         class_names=names,
         class_scores=np.asarray(class_scores, dtype=np.float32),
-        memory=None,
         object_ids=np.asarray(chosen, dtype=np.int64),
     )

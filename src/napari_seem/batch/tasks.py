@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from ..engine import ObjectPrompt, Segmentation, Segmenter, Vocabulary
+from ..engine.result import positions_of
 from .io import ImageSource
 from .outputs import (
     COLUMNS,
@@ -193,8 +194,8 @@ def seeds_for(segmenter: Segmenter, frame: np.ndarray, prompt: PromptSpec, optio
             raise ValueError(f"seed labels have shape {labels.shape}, the frames are {frame.shape[:2]}")
         ids = np.unique(labels[labels != 0]).astype(np.int64)
         n = len(ids)
-        return Segmentation(masks=np.stack([labels == i for i in ids]), scores=np.ones(n, np.float32),
-                            class_names=[""] * n, class_scores=np.ones(n, np.float32), object_ids=ids)
+        return Segmentation.from_labels(positions_of(labels, ids), scores=np.ones(n, np.float32),
+                                        class_names=[""] * n, class_scores=np.ones(n, np.float32), object_ids=ids)
     segmenter.set_image(frame, normalize=options.normalize)
     return segmenter.predict([ObjectPrompt(points=[p]) for p in np.asarray(prompt.seed_points)])
 

@@ -83,44 +83,81 @@ def split_regions(masks: np.ndarray, splittable: np.ndarray, min_fraction: float
                   min_area: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """One mask per connected region of the ``splittable`` masks (the others stay whole).
 
+    :func:`split_label_regions` on a stack of masks; see there. Empty masks are dropped.
+
     Args:
         masks: ``[N, H, W]`` bool, non-overlapping.
-        splittable: ``[N]`` bool, which masks to split (e.g. the "thing" classes).
-        min_fraction: pieces smaller than this share of their mask's largest region are dropped.
-        min_area: pieces of a split mask smaller than this (pixels) are dropped.
 
     Returns:
         ``([M, H, W]`` masks, ``[M]`` index of the source mask of each)``, in source order.
     """
-    # pieces: (source mask, its region labels or None for the whole mask, region value, bounding box)
-    pieces: list[tuple[int, np.ndarray | None, int, tuple[slice, ...] | None]] = []
-    for k, mask in enumerate(masks):
-        labels, n = ndimage.label(mask, structure=_EIGHT_CONNECTED) if splittable[k] else (None, 1)
-        if n <= 1:
-            pieces.append((k, None, 0, None))
+    pieces, source = split_label_regions(stack_to_positions(masks), splittable, min_fraction, min_area)
+    out = np.zeros((len(source), *masks.shape[1:]), dtype=bool)
+    for i, box in enumerate(ndimage.find_objects(pieces, max_label=len(source))):
+        out[i][box] = pieces[box] == i + 1
+    return out, source
+
+
+def split_label_regions(segments: np.ndarray, splittable: np.ndarray, min_fraction: float = 0.05,
+                        min_area: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """One object per connected region of the ``splittable`` segments of a label image.
+
+    Every segment is worked on inside its own bounding box, and the output is one label image:
+    a large field with thousands of objects costs one image, not one image per object.
+
+    Args:
+        segments: ``[H, W]`` int, ``k + 1`` where segment ``k`` lies, 0 elsewhere.
+        splittable: ``[S]`` bool, which segments to split (e.g. the "thing" classes); the others
+            stay whole.
+        min_fraction: pieces smaller than this share of their segment's largest region are dropped.
+        min_area: pieces of a split segment smaller than this (pixels) are dropped.
+
+    Returns:
+        ``([H, W]`` int32, ``i + 1`` where piece ``i`` lies; ``[M]`` index of the source segment
+        of each piece)``; pieces in source order, a segment's pieces in raster order of their
+        first pixel. Segments without a pixel give no piece.
+    """
+    out = np.zeros(segments.shape, dtype=np.int32)
+    source: list[int] = []
+    for k, box in enumerate(ndimage.find_objects(segments, max_label=len(splittable))):
+        if box is None:
             continue
-        areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-        boxes = ndimage.find_objects(labels)
-        for region in np.flatnonzero((areas >= min_fraction * areas.max()) & (areas >= min_area)):
-            pieces.append((k, labels, int(region) + 1, boxes[region]))
-    # one allocation, each piece written inside its box: a large image with thousands of objects
-    # costs the output and no more (no list of full-size masks, no stacked copy)
-    out = np.zeros((len(pieces), *masks.shape[1:]), dtype=bool)
-    for i, (k, labels, value, box) in enumerate(pieces):
-        if labels is None:
-            out[i] = masks[k]
-        else:
-            out[i][box] = labels[box] == value
-    return out, np.asarray([piece[0] for piece in pieces], dtype=np.int64)
+        inside = segments[box] == k + 1
+        regions, n = ndimage.label(inside, structure=_EIGHT_CONNECTED) if splittable[k] else (None, 1)
+        if n <= 1:
+            out[box][inside] = len(source) + 1
+            source.append(k)
+            continue
+        areas = np.bincount(regions.ravel(), minlength=n + 1)[1:]
+        kept = np.flatnonzero((areas >= min_fraction * areas.max()) & (areas >= min_area))
+        lookup = np.zeros(n + 1, dtype=np.int32)
+        lookup[kept + 1] = np.arange(len(source) + 1, len(source) + 1 + len(kept))
+        out[box][inside] = lookup[regions[inside]]
+        source.extend([k] * len(kept))
+    return out, np.asarray(source, dtype=np.int64)
+
+
+def stack_to_positions(masks: np.ndarray) -> np.ndarray:
+    """``[H, W]`` int32 label image, ``k + 1`` where mask ``k`` of non-overlapping ``[N, H, W]`` lies."""
+    positions = np.zeros(masks.shape[1:], dtype=np.int32)
+    for k, mask in enumerate(masks):
+        positions[mask] = k + 1
+    return positions
 
 
 def merge_duplicates(masks: np.ndarray, query_masks: np.ndarray, classes: np.ndarray, mergeable: np.ndarray,
                      iou_threshold: float = 0.5) -> list[list[int]]:
+    """:func:`merge_duplicate_labels` on a stack of non-overlapping ``[N, H, W]`` masks."""
+    return merge_duplicate_labels(stack_to_positions(masks), query_masks, classes, mergeable, iou_threshold)
+
+
+def merge_duplicate_labels(segments: np.ndarray, query_masks: np.ndarray, classes: np.ndarray,
+                           mergeable: np.ndarray, iou_threshold: float = 0.5) -> list[list[int]]:
     """Groups of segments that are one object: same mergeable class, touching (8-connected), and
     made by queries whose own masks overlap with IoU >= ``iou_threshold``.
 
     Args:
-        masks: ``[N, H, W]`` bool, non-overlapping segments (e.g. of a panoptic merge).
+        segments: ``[H, W]`` int, ``k + 1`` where segment ``k`` lies (e.g. of a panoptic merge).
         query_masks: ``[N, h, w]`` bool, the own mask of each segment's query (any resolution,
             the same for all).
         classes: ``[N]`` class index of each segment.
@@ -129,12 +166,15 @@ def merge_duplicates(masks: np.ndarray, query_masks: np.ndarray, classes: np.nda
     Returns:
         Index lists, one per object, each sorted, in order of their first segment.
     """
-    n = len(masks)
+    n = len(classes)
+    if n == 0:
+        return []
     own = query_masks.reshape(n, -1).astype(np.float32)
     inter = own @ own.T
     area = own.sum(1)
     iou = inter / np.maximum(area[:, None] + area[None] - inter, 1.0)
     parent = list(range(n))
+    boxes = ndimage.find_objects(segments, max_label=n)
 
     def root(k: int) -> int:
         while parent[k] != k:
@@ -144,10 +184,11 @@ def merge_duplicates(masks: np.ndarray, query_masks: np.ndarray, classes: np.nda
     for a, b in zip(*np.nonzero(np.triu(iou >= iou_threshold, 1))):
         if not (mergeable[a] and mergeable[b] and classes[a] == classes[b]) or root(a) == root(b):
             continue
-        if not (masks[a].any() and masks[b].any()):
+        if boxes[a] is None or boxes[b] is None:
             continue
-        box = bounding_box(masks[a] | masks[b])
-        if (ndimage.binary_dilation(masks[a][box], structure=_EIGHT_CONNECTED) & masks[b][box]).any():
+        box = tuple(slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in zip(boxes[a], boxes[b]))
+        inside = segments[box]
+        if (ndimage.binary_dilation(inside == a + 1, structure=_EIGHT_CONNECTED) & (inside == b + 1)).any():
             parent[max(root(a), root(b))] = min(root(a), root(b))
     groups: dict[int, list[int]] = {}
     for k in range(n):

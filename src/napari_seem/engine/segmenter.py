@@ -28,7 +28,13 @@ import torch.nn.functional as F
 from ..model import SEEM, from_pretrained
 from ..model.postprocess import panoptic_inference
 from ..model.seem import ImageFeatures
-from .connected import cut_at_negatives, grow_at_marks, keep_prompted_regions_all, merge_duplicates, split_regions
+from .connected import (
+    cut_at_negatives,
+    grow_at_marks,
+    keep_prompted_regions_all,
+    merge_duplicate_labels,
+    split_label_regions,
+)
 from .device import inference_context, release_memory, resolve_device
 from .feature_cache import FeatureCache, image_signature, model_fingerprint
 from .image import DEFAULT_MAX_SIDE, DEFAULT_SHORT_SIDE, Normalize, PreparedImage, logits_to_original, prepare_image
@@ -358,10 +364,10 @@ class Segmenter:
     def mask_probabilities(self, result: Segmentation, index: int) -> np.ndarray:
         """``[H, W]`` float32 mask probability of object ``index`` of a result on this segmenter's
         current image (from its ``memory``: the mask logits SEEM returned)."""
-        if result.memory is None:
+        if result.memory_of(index) is None:
             raise ValueError("the result carries no memory (mask logits)")
         state = self._state()
-        logits = torch.from_numpy(np.ascontiguousarray(result.memory[index:index + 1], dtype=np.float32))
+        logits = torch.from_numpy(np.ascontiguousarray(result.memory_of(index)[None], dtype=np.float32))
         full = logits_to_original(self._to_model_grid(state, logits.to(self.device)), state.prepared.original_shape)
         return full[0].sigmoid().cpu().numpy()
 
@@ -481,30 +487,37 @@ class Segmenter:
         if not panoptic.segments:
             return Segmentation.empty(state.prepared.original_shape)
         seg = panoptic.segmentation[None].float()
-        labels = F.interpolate(seg[None], size=state.prepared.original_shape, mode="nearest")[0, 0].long()
+        ids = F.interpolate(seg[None], size=state.prepared.original_shape, mode="nearest")[0, 0].long().cpu().numpy()
         segments = panoptic.segments
-        masks = torch.stack([labels == s["id"] for s in segments]).cpu().numpy()
+        lookup = np.zeros(max(s["id"] for s in segments) + 1, dtype=np.int32)  # segment id -> position + 1
+        for k, s in enumerate(segments):
+            lookup[s["id"]] = k + 1
+        positions = lookup[ids]  # one label image for every object, however many there are
         source = np.arange(len(segments))
         if self.connected_objects:
             cell = 16.0 / float(np.prod(state.prepared.scale))  # a 4 x 4 decoder cell, in original pixels
             things = np.array([s["isthing"] for s in segments])
-            areas = masks.reshape(len(masks), -1).sum(1)
+            areas = np.bincount(positions.ravel(), minlength=len(segments) + 1)[1:]
             # a segment smaller than one cell of the mask grid (a vesicle, or a crumb) stays as it
             # is: joined to a neighbour of its class, a crumb would only add to that object's error
-            groups = merge_duplicates(masks, (out.masks[0, keep_queries] > 0).cpu().numpy(),
-                                      np.array([s["category_id"] for s in segments]), things & (areas >= cell))
+            groups = merge_duplicate_labels(positions, (out.masks[0, keep_queries] > 0).cpu().numpy(),
+                                            np.array([s["category_id"] for s in segments]), things & (areas >= cell))
             if len(groups) < len(segments):  # a merged object keeps its largest segment's query
                 source = np.array([g[int(np.argmax(areas[g]))] for g in groups])
-                masks = np.stack([masks[g].any(0) for g in groups])
-            masks, pieces = split_regions(masks, things[source], min_area=cell)
+                regroup = np.zeros(len(segments) + 1, dtype=np.int32)
+                for j, g in enumerate(groups):
+                    regroup[np.asarray(g) + 1] = j + 1
+                positions = regroup[positions]
+            positions, pieces = split_label_regions(positions, things[source], min_area=cell)
             source = source[pieces]
         scores = np.asarray([segments[k]["score"] for k in source], np.float32)
-        return Segmentation(
-            masks=masks,
+        return Segmentation.from_labels(
+            positions,
             scores=scores,
             class_names=[vocab.names[segments[k]["category_id"]] for k in source],
             class_scores=scores.copy(),
-            memory=out.masks[0, [keep_queries[k] for k in source]].float().cpu().numpy(),
+            memory=out.masks[0, keep_queries].float().cpu().numpy(),  # each query's once, shared by its pieces
+            memory_index=source,
             object_ids=np.arange(1, len(source) + 1),
         )
 
