@@ -224,3 +224,25 @@ def test_text_search_keeps_other_classes_out_of_its_nuclei(shipped, monkeypatch)
     without = per_image()
     assert np.mean(with_rule) >= np.mean(without) + 0.02, (with_rule, without)
     assert min(np.subtract(with_rule, without)) > -0.01, (with_rule, without)
+
+
+def test_tiles_at_the_training_size_find_more_nuclei_in_a_larger_field(shipped):
+    """A 512² field holds ~55 nuclei and ~40 cells, more objects than the model's 64 queries
+    comfortably give: text search tile by tile (256 px, the training images' size, 64 px overlap)
+    against the whole field at once. Measured on fields 7000-7001: 0.658 / 0.710 tiled, 0.576 /
+    0.685 whole."""
+    from napari_seem.engine import segment_tiled
+
+    seg = make_segmenter(shipped)
+    whole, tiled = [], []
+    for seed in (7000, 7001):
+        s = make_image((512, 512), seed=seed, n_cells=(48, 64))
+        nuclei = np.stack([s.nuclei == o["id"] for o in s.objects if o["class"] == "nucleus"])
+        seg.set_image(s.image)
+        for result, out in ((seg.predict(text="nucleus"), whole),
+                            (segment_tiled(seg, s.image, text="nucleus"), tiled)):
+            matrix = iou_matrix(result.masks, nuclei)
+            rows, cols = linear_sum_assignment(-matrix)
+            out.append(matrix[rows, cols].sum() / len(nuclei))
+    assert np.mean(tiled) >= np.mean(whole) + 0.03, (tiled, whole)
+    assert min(np.subtract(tiled, whole)) > 0, (tiled, whole)

@@ -6,6 +6,7 @@ from .prompts import ObjectPrompt
 from .propagate import propagate
 from .result import Segmentation
 from .segmenter import Segmenter
+from .tiles import segment_tiled
 from .vocabulary import COCO_PANOPTIC_CLASSES, Vocabulary
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "FeatureCache",
     "prepare_image",
     "propagate",
+    "segment_tiled",
     "resolve_device",
 ]

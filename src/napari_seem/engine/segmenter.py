@@ -544,6 +544,13 @@ class Segmenter:
 
         return propagate(self, frames, start, seeds, **kwargs)
 
+    def segment_tiled(self, image: np.ndarray, **kwargs: Any) -> Segmentation:
+        """Automatic mode or text search on a large field, tile by tile, each tile at about its own
+        scale; see :func:`napari_seem.engine.tiles.segment_tiled`. The current image stays current."""
+        from .tiles import segment_tiled
+
+        return segment_tiled(self, image, **kwargs)
+
     def find_similar(self, reference_image: np.ndarray, reference_mask: np.ndarray,
                      target_image: np.ndarray | None = None, **kwargs: Any) -> Segmentation:
         """Referring-image search; see :func:`napari_seem.engine.referring.find_similar`."""
