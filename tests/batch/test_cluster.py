@@ -5,6 +5,7 @@ part). Results are compared with the single-process engine on the same inputs.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -208,6 +209,24 @@ def test_python_api_vocabulary_zarr_and_exemplar(client, batch_inputs, model_spe
     target = probe(batch_inputs / "images" / "b.tif", "b").read_frames()[0]
     reference = engine.find_similar(image, mask, target, min_similarity=0.5).to_labels()
     np.testing.assert_array_equal(read_labels(tmp_path / "ex" / "b_labels.tif"), reference)
+
+
+def test_tiles_equal_the_engine_tile_by_tile(client, batch_inputs, model_args, engine, tmp_path):
+    result = _cli(batch_inputs / "images", "-o", tmp_path / "tiled", "--vocabulary", ",".join(VOCAB), *model_args,
+                  "--tile", "48", "--tile-overlap", "8", "--scheduler", client.scheduler.address, "--quiet")
+    assert result.exit_code == 0, result.output
+    settings = json.loads((tmp_path / "tiled" / "batch.json").read_text())
+    assert settings["settings"]["tile"] == 48 and settings["settings"]["tile_overlap"] == 8
+    found = 0
+    for path in sorted((batch_inputs / "images").iterdir()):
+        name = path.stem
+        image = probe(path, name).read_frames()[0]
+        expected = engine.segment_tiled(image, vocabulary=Vocabulary(VOCAB), tile=48, overlap=8).to_labels()
+        got = read_labels(tmp_path / "tiled" / f"{name}_labels.tif")
+        np.testing.assert_array_equal(got, expected)
+        _check_table(got, read_table(tmp_path / "tiled" / f"{name}_objects.csv"))
+        found += len(np.unique(got)) - 1
+    assert found > 0
 
 
 def test_failed_item_reported_with_exit_code_1(client, batch_inputs, model_args, tmp_path):

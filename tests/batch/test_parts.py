@@ -187,6 +187,9 @@ def small_inputs(tmp_path_factory):
     (["--text", "a", "--short-side", "16"], "auto or native"),
     (["--text", "a", "--short-side", "big"], "auto or native"),
     (["--session", "{root}"], "not a napari-seem session"),
+    (["--text", "a", "--tile", "16"], "auto or off"),
+    (["--seed-point", "1,2", "--tile", "auto"], "--tile applies to --text and --vocabulary"),
+    (["--text", "a", "--tile", "64", "--tile-overlap", "40"], "more than half the tile"),
 ])
 def test_bad_arguments_exit_2_with_message(small_inputs, tmp_path, args, message):
     fill = {"img": small_inputs / "img.tif", "mask": small_inputs / "mask.tif", "two": small_inputs / "two.tif",

@@ -92,6 +92,16 @@ def short_side_arg(value: str) -> int | str | None:
     return int(text)
 
 
+def tile_arg(value: str) -> int | str | None:
+    """``--tile``: pixels (>= 32), ``auto`` (the model's working size) or ``off`` (None)."""
+    text = str(value).strip().lower()
+    if text in ("auto", "off"):
+        return None if text == "off" else "auto"
+    if not text.isdigit() or int(text) < 32:
+        raise click.BadParameter(f"expected pixels >= 32, auto or off, got {value!r}", param_hint="--tile")
+    return int(text)
+
+
 def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label, min_similarity, seed_labels,
                  seed_points, start_frame, direction, stop_iou, min_score, session, channel,
                  max_step="auto") -> tuple[PromptSpec, str | None]:
@@ -167,6 +177,11 @@ def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label
 @click.option("--short-side", default="auto", metavar="PIXELS|auto|native",
               help="Model-side short image side: pixels, the model's own (auto: 512 for the official "
                    "checkpoints, the image's size for the shipped model) or the image's own size (native).")
+@click.option("--tile", default="off", metavar="PIXELS|auto|off",
+              help="Text / vocabulary prompts tile by tile, each tile at about its own scale (large fields with small "
+                   "objects): tile side, auto (the model's working size: 512, 256 for the shipped model) or off.")
+@click.option("--tile-overlap", type=click.IntRange(min=0), default=64, show_default=True,
+              help="Pixels shared by neighbouring tiles (at least the largest object's diameter).")
 @click.option("--max-side", type=click.IntRange(min=32), default=DEFAULT_MAX_SIDE, help="Model-side long image side limit.")
 @click.option("--seed", type=int, default=0, help="Seed of SEEM's random draws (same seed, same labels).")
 @click.option("--axes", help="Axis letters of every input (t, z, c, y, x), e.g. tyx or tcyx [default: from metadata].")
@@ -183,7 +198,7 @@ def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(inputs, output, text, vocabulary, exemplar_image, exemplar_mask, exemplar_label, min_similarity,
             seed_labels, seed_points, start_frame, direction, stop_iou, min_score, max_step, session, model, config, device,
-            precision, short_side, max_side, seed, axes, channel, normalize, recursive, label_format, chunk_frames,
+            precision, short_side, tile, tile_overlap, max_side, seed, axes, channel, normalize, recursive, label_format, chunk_frames,
             scheduler, workers, threads, overwrite, resume, quiet) -> None:
     """Segment images, z-stacks and time-lapses in INPUTS (files or folders) with one prompt.
 
@@ -203,8 +218,13 @@ def segment(inputs, output, text, vocabulary, exemplar_image, exemplar_mask, exe
                                              stop_iou, min_score, session, channel, max_step_arg(max_step))
         spec = ModelSpec(_model_name(model or session_model or DEFAULT_MODEL), config=config, device=device, precision=precision,
                          short_side=short_side_arg(short_side), max_side=max_side, seed=seed)
+        if tile_arg(tile) is not None and prompt.kind not in ("text", "vocabulary"):
+            raise click.UsageError("--tile applies to --text and --vocabulary prompts")
+        if isinstance(tile_arg(tile), int) and tile_overlap > tile_arg(tile) // 2:
+            raise click.UsageError(f"--tile-overlap {tile_overlap} is more than half the tile ({tile_arg(tile) // 2} px)")
         options = RunOptions(normalize=_normalize(normalize), channel=channel, label_format=label_format,
-                             chunk_frames=chunk_frames, torch_threads=threads)
+                             chunk_frames=chunk_frames, torch_threads=threads, tile=tile_arg(tile),
+                             tile_overlap=tile_overlap)
         summary = segment_batch(list(inputs), prompt, spec, output, scheduler=scheduler, n_workers=workers,
                                 threads_per_worker=threads, overwrite=overwrite, resume=resume, recursive=recursive,
                                 axes=axes, options=options, progress=not quiet)

@@ -115,7 +115,8 @@ def _settings(job: Job) -> dict[str, Any]:
     model = {k: v for k, v in job.model.describe().items() if k != "device"}  # resuming elsewhere is fine
     return {"model": model, "prompt": job.prompt.describe(),
             "normalize": list(options.normalize) if isinstance(options.normalize, tuple) else options.normalize,
-            "channel": options.channel, "label_format": options.label_format}
+            "channel": options.channel, "label_format": options.label_format,
+            "tile": options.tile, "tile_overlap": options.tile_overlap if options.tile is not None else None}
 
 
 def check_outputs(output_dir: Path, items: list[tuple[ImageSource, ItemPaths]], job: Job, *,

@@ -196,6 +196,10 @@ class RunOptions:
         label_format: ``"tif"`` or ``"zarr"``.
         chunk_frames: frames per task when a stack is split (per-frame prompts only).
         torch_threads: intra-op threads of each worker's torch (None: leave torch's setting).
+        tile: text and vocabulary prompts tile by tile (:func:`napari_seem.engine.segment_tiled`):
+            the tile side in pixels, ``"auto"`` (the model's working size) or None (the whole
+            frame at once).
+        tile_overlap: pixels shared by neighbouring tiles.
     """
 
     normalize: str | tuple[float, float] = "auto"
@@ -203,6 +207,8 @@ class RunOptions:
     label_format: str = "tif"
     chunk_frames: int = 16
     torch_threads: int | None = None
+    tile: int | str | None = None
+    tile_overlap: int = 64
 
     def __post_init__(self) -> None:
         if self.label_format not in LABEL_FORMATS:
@@ -211,6 +217,10 @@ class RunOptions:
             raise ValueError(f"chunk size must be >= 1 frame, got {self.chunk_frames}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch threads must be >= 1, got {self.torch_threads}")
+        if self.tile is not None and self.tile != "auto" and (not isinstance(self.tile, int) or self.tile < 32):
+            raise ValueError(f"tile must be pixels >= 32, 'auto' or None, got {self.tile!r}")
+        if self.tile_overlap < 0:
+            raise ValueError(f"tile overlap must be >= 0 pixels, got {self.tile_overlap}")
 
 
 @dataclass(frozen=True, eq=False)

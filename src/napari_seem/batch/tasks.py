@@ -106,12 +106,18 @@ def segment_frame(segmenter: Segmenter, frame: np.ndarray, prompt: PromptSpec, o
     if prompt.kind == "exemplar":
         return segmenter.find_similar(prompt.exemplar_image, prompt.exemplar_mask, frame,
                                       min_similarity=prompt.min_similarity, normalize=options.normalize)
+    if prompt.kind not in ("text", "vocabulary"):
+        raise ValueError(f"{prompt.kind!r} is not a per-frame prompt")
+    vocabulary = Vocabulary(prompt.vocabulary) if prompt.kind == "vocabulary" else None
+    if options.tile is not None:
+        tile = None if options.tile == "auto" else options.tile
+        return segmenter.segment_tiled(frame, text=prompt.text if prompt.kind == "text" else None,
+                                       vocabulary=vocabulary, tile=tile, overlap=options.tile_overlap,
+                                       normalize=options.normalize)
     segmenter.set_image(frame, normalize=options.normalize)
     if prompt.kind == "text":
         return segmenter.predict(text=prompt.text)
-    if prompt.kind == "vocabulary":
-        return segmenter.segment_everything(vocabulary=Vocabulary(prompt.vocabulary))
-    raise ValueError(f"{prompt.kind!r} is not a per-frame prompt")
+    return segmenter.segment_everything(vocabulary=vocabulary)
 
 
 def label_frames(segmenter: Segmenter, frames: np.ndarray, first: int, job: Job) -> tuple[np.ndarray, pd.DataFrame]:
