@@ -66,7 +66,8 @@ def test_stopping_early_restores_the_current_image(segmenter):
     state = segmenter._state()
     steps = iter_tiled(segmenter, make_image((150, 170), seed=4).image, tile=64, overlap=16)
     next(steps)
-    steps.close()  # what a cancelled worker does
+    assert segmenter._state() is state  # between tiles, even if the caller never comes back
+    steps.close()
     assert segmenter._state() is state
 
 

@@ -93,6 +93,32 @@ def test_text_everything_similar_vocabulary(setup, qtbot, engine):
     assert engine.vocabulary == ["nucleus", "cell"]
 
 
+def test_tiles_box_segments_tile_by_tile_with_progress_and_cancel(setup, qtbot, engine):
+    from napari_seem.synthetic import make_image
+
+    image = make_image((150, 170), seed=4).image
+    viewer, widget = setup(image)
+    widget.tile_combo.setCurrentText("64")                # 3 x 4 tiles of 64 px, 16 px overlap
+    current = engine._image
+    widget.segment_everything()
+    widget.worker.yielded.connect(lambda step: widget.cancel() if step[0] >= 2 else None)
+    _wait(qtbot, widget)
+    assert "cells seem" not in viewer.layers or not viewer.layers["cells seem"].data.any()  # cancelled: nothing
+    assert engine._image is current                       # the engine's image is what it was
+    widget.segment_everything()
+    _wait(qtbot, widget)
+    assert widget.progress_bar.maximum() == 12 and widget.progress_bar.value() == 12
+    out = viewer.layers["cells seem"]
+    expected = engine.segment_tiled(image, tile=64, overlap=16)
+    assert len(expected) > 0
+    np.testing.assert_array_equal(out.data, expected.to_labels())
+    assert out.features["class_name"].tolist() == expected.class_names
+    widget.tile_combo.setCurrentText("tiny")
+    widget.segment_everything()
+    assert "Tiles" in str(widget.last_error)
+    widget.last_error = None
+
+
 def test_propagation_with_cancel_keeps_finished_frames(setup, qtbot):
     frames = blobs(leading=(6,))
     for t in range(6):

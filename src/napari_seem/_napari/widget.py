@@ -41,6 +41,8 @@ DIRECTIONS = ("forward", "backward", "both")
 POINT_COLORS = {"positive": "lime", "negative": "magenta"}
 METADATA_KEY = "napari_seem"
 PROGRESS_INTERVAL_MS = 250
+TILE_CHOICES = ("off", "auto", "256", "512", "1024")
+TILE_OVERLAP = 64  # px shared by neighbouring tiles (at most a quarter of the tile)
 
 
 def _presets() -> list[str]:
@@ -183,7 +185,36 @@ class SeemWidget(QWidget):
                                         "a negative click falls in; off: SEEM's raw masks")
         self.connected_check.toggled.connect(self._set_connected_objects)
         form.addRow(self.connected_check)
+        self.tile_combo = self._combo(list(TILE_CHOICES), "Segment everything and text-only prompts tile by tile, "
+                                      "each tile at about its own scale (large fields with small objects): "
+                                      "auto = the model's working size (512 px; 256 for the shipped model), "
+                                      "or a tile side in pixels; tiles overlap by "
+                                      f"{TILE_OVERLAP} px (a quarter of smaller tiles)", editable=True)
+        form.addRow("Tiles", self.tile_combo)
         return box
+
+    def _tiling(self) -> tuple[bool, int | None]:
+        """``(tile?, tile side or None for the model's own)`` from the Tiles box."""
+        text = self.tile_combo.currentText().strip().lower()
+        if text in ("", "off"):
+            return False, None
+        if text == "auto":
+            return True, None
+        if not text.isdigit() or int(text) < 32:
+            raise ValueError(f"Tiles: expected off, auto or a tile side of at least 32 px, got {text!r}")
+        return True, int(text)
+
+    def _run_tiled(self, seg, image, plane: L.ViewPlane, text: str | None, write: Callable, desc: str) -> None:
+        """Run automatic mode or text search on the plane tile by tile, with a step per tile."""
+        from ..engine.tiles import default_tile, tile_starts
+
+        _, tile = self._tiling()
+        side = tile or default_tile(seg)
+        overlap = min(TILE_OVERLAP, side // 4)
+        total = len(tile_starts(plane.shape[0], side, overlap)) * len(tile_starts(plane.shape[1], side, overlap))
+        self._run(workers.segment_tiled, (seg, self._read_plane(image, plane), text, tile, overlap),
+                  desc=f"{desc} ({total} tiles of {side} px)", on_result=write, on_yield=lambda step: None,
+                  total=total)
 
     def _set_connected_objects(self, checked: bool) -> None:
         if self.segmenter is not None:
@@ -562,6 +593,9 @@ class SeemWidget(QWidget):
             self._remember(output, text=text)
             self.status_label.setText(f"{len(result)} object(s) written to {output.name!r}")
 
+        if not prompts and self._tiling()[0]:
+            self._run_tiled(seg, image, plane, text, write, "Segmenting")
+            return
         self._run(workers.predict, (seg, self._read_plane(image, plane), prompts, text, previous),
                   desc="Segmenting", on_result=write)
 
@@ -637,6 +671,9 @@ class SeemWidget(QWidget):
             self._remember(output, action="segment everything")
             self.status_label.setText(f"{len(result)} object(s) found")
 
+        if self._tiling()[0]:
+            self._run_tiled(seg, image, plane, None, write, "Segmenting everything")
+            return
         self._run(workers.segment_everything, (seg, self._read_plane(image, plane)),
                   desc="Segmenting everything", on_result=write)
 

@@ -45,6 +45,24 @@ def segment_everything(segmenter, read: Reader, normalize: Any = "auto", channel
     return segmenter.segment_everything()
 
 
+def segment_tiled(
+    segmenter,
+    read: Reader,
+    text: str | None,
+    tile: int | None,
+    overlap: int,
+    normalize: Any = "auto",
+    channel: int | None = None,
+) -> Iterator[tuple[int, int]]:
+    """Automatic mode (``text`` None) or text search on the plane tile by tile: yields
+    ``(tiles done, tiles in all)`` after each tile, returns the plane's result (``returned``)."""
+    from ..engine.tiles import iter_tiled
+
+    result = yield from iter_tiled(segmenter, read(), text=text or None, tile=tile, overlap=overlap,
+                                   normalize=normalize, channel=channel)
+    return result
+
+
 def propagate(
     segmenter,
     read_frames: Reader,

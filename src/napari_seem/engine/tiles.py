@@ -113,6 +113,8 @@ def iter_tiled(
                 names.extend(found.class_names[k] for k in kept)
                 scores.extend(float(found.scores[k]) for k in kept)
                 class_scores.extend(float(found.class_scores[k]) for k in kept)
+            with segmenter._lock:  # between tiles (where a caller may stop for good) the image is the caller's
+                segmenter._image = saved
             yield done, len(cores)
     finally:
         with segmenter._lock:
