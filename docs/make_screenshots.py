@@ -49,10 +49,12 @@ def main() -> None:
     import napari
 
     from napari_seem._napari.widget import SeemWidget
-    from napari_seem.io.sample_data import cells_2d, timelapse
+    from napari_seem.io.sample_data import cells_2d
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=None)
+    parser.add_argument("--shots", nargs="+", default=["clicks", "propagate", "tiles"],
+                        help="which screenshots to make (default: all)")
     args = parser.parse_args()
     seg = segmenter(args.model)
     seg.set_vocabulary(["cell", "nucleus", "vesicle"])
@@ -64,6 +66,16 @@ def main() -> None:
     widget = SeemWidget(viewer, segmenter=seg)
     viewer.window.add_dock_widget(widget, name="SEEM", area="right")
     widget.set_segmenter(seg, args.model or "tiny test model")
+    if "clicks" in args.shots:
+        clicks(viewer, widget)
+    if "propagate" in args.shots:
+        propagate(viewer, widget)
+    if "tiles" in args.shots:
+        tiles(viewer, widget)
+    viewer.close()
+
+
+def clicks(viewer, widget) -> None:
     truth = viewer.layers["cells ground truth"].data
     widget.add_prompt_layers()
     points = viewer.layers["SEEM points"]
@@ -78,6 +90,10 @@ def main() -> None:
     viewer.reset_view()
     viewer.layers.selection.active = viewer.layers["cells seem"]
     viewer.screenshot(str(HERE / "images" / "widget_clicks.png"), canvas_only=False)
+
+
+def propagate(viewer, widget) -> None:
+    from napari_seem.io.sample_data import timelapse
 
     viewer.layers.clear()
     for data, kwargs, kind in timelapse():
@@ -102,7 +118,27 @@ def main() -> None:
     viewer.reset_view()
     settle(widget)
     viewer.screenshot(str(HERE / "images" / "propagate_timelapse.png"), canvas_only=False)
-    viewer.close()
+
+
+def tiles(viewer, widget) -> None:
+    """A 1024 x 1024 field, text 'nucleus', Tiles auto (256 px tiles for the shipped model)."""
+    from napari_seem.synthetic import make_image
+
+    viewer.layers.clear()
+    sample = make_image((1024, 1024), seed=3, n_cells=(192, 256))
+    viewer.add_image(sample.image, name="field")
+    widget.refresh_layers()
+    widget.points_combo.setCurrentText("(none)")
+    widget.shapes_combo.setCurrentText("(none)")
+    widget.output_combo.setCurrentText("(new layer)")
+    widget.text_edit.setText("nucleus")
+    widget.tile_combo.setCurrentText("auto")
+    widget.segment()
+    settle(widget)
+    viewer.reset_view()
+    viewer.layers.selection.active = viewer.layers["field seem"]
+    settle(widget)
+    viewer.screenshot(str(HERE / "images" / "widget_tiles.png"), canvas_only=False)
 
 
 if __name__ == "__main__":
