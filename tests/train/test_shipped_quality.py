@@ -23,7 +23,7 @@ from napari_seem.weights import load_shipped_model, shipped_model_path
 #: single click at the object's centre, mean IoU over 2 held-out 256² images (28 objects)
 CLICK_FLOOR = {"nucleus": 0.56, "cell": 0.44}  # measured: 0.83 / 0.64 (SEEM's raw masks: 0.32 / 0.39)
 #: text prompt "nucleus": mean IoU over the 14 true nuclei of the same 2 images (missed = 0)
-TEXT_FLOOR = 0.48  # measured: 0.78 (0.77 before text search left other classes out of its merge; raw masks: 0.50)
+TEXT_FLOOR = 0.48  # measured: 0.82 (0.78 without the click on each object found, 0.77 before text search left other classes out of its merge; raw masks: 0.50)
 #: clicks to 85 % IoU (max 20), first 4 cells of 4 held-out images (16 objects; until 2026-12-06
 #: "the first 4 objects", which are these same cells)
 NOC_CEILING = 6.5  # measured: 4.4 (without the negative-click cut 9.6, without the growth at positive clicks 5.8, without both 10.7)
@@ -181,11 +181,13 @@ def test_corrective_clicks_and_the_corrected_propagation_diagnostic(shipped):
 def test_text_search_merges_a_nucleus_split_between_two_queries(shipped, monkeypatch):
     """Two object queries on one nucleus split it in SEEM's panoptic merge; the engine joins the
     touching halves (``merge_duplicate_labels``). Held-out images 0-11 (the shipped weights split
-    nuclei on 4 of them): never more objects nor a lower IoU, fewer and better in all."""
+    nuclei on 4 of them): never more objects nor a lower IoU, fewer and better in all. Measured
+    without the click on each object found that text search makes afterwards (with it, the pieces
+    of a split nucleus are also outlined again, and the merge's effect is within 0.003 a image)."""
     import importlib
 
     def per_image(n_images=12):
-        seg = make_segmenter(shipped)
+        seg = make_segmenter(shipped, refine_text=False)  # the merge on its own (the click on each object found would follow it)
         counts, ious = [], []
         for i in range(n_images):
             s = make_image((256, 256), seed=EVAL_SEED + i)
@@ -214,8 +216,8 @@ def test_text_search_keeps_other_classes_out_of_its_nuclei(shipped, monkeypatch)
     lower by 0.01 or more."""
     from napari_seem.engine.segmenter import Segmenter
 
-    def per_image(n_images=6):
-        return [text_iou(shipped, n_images=1, first=i) for i in range(n_images)]
+    def per_image(n_images=6):  # the rule on its own (the click on each object found follows it)
+        return [text_iou(shipped, n_images=1, first=i, refine_text=False) for i in range(n_images)]
 
     with_rule = per_image()
     original = Segmenter._panoptic
@@ -230,19 +232,31 @@ def test_tiles_at_the_training_size_find_more_nuclei_in_a_larger_field(shipped):
     """A 512² field holds ~55 nuclei and ~40 cells, more objects than the model's 64 queries
     comfortably give: text search tile by tile (256 px, the training images' size, 64 px overlap)
     against the whole field at once. Measured on fields 7000-7001: 0.658 / 0.710 tiled, 0.576 /
-    0.685 whole."""
+    0.685 whole; with the click on each object found (the default), 0.741 / 0.797 against 0.703
+    / 0.791."""
     from napari_seem.engine import segment_tiled
 
-    seg = make_segmenter(shipped)
-    whole, tiled = [], []
-    for seed in (7000, 7001):
-        s = make_image((512, 512), seed=seed, n_cells=(48, 64))
-        nuclei = np.stack([s.nuclei == o["id"] for o in s.objects if o["class"] == "nucleus"])
-        seg.set_image(s.image)
-        for result, out in ((seg.predict(text="nucleus"), whole),
-                            (segment_tiled(seg, s.image, text="nucleus"), tiled)):
-            matrix = iou_matrix(result.masks, nuclei)
-            rows, cols = linear_sum_assignment(-matrix)
-            out.append(matrix[rows, cols].sum() / len(nuclei))
-    assert np.mean(tiled) >= np.mean(whole) + 0.03, (tiled, whole)
-    assert min(np.subtract(tiled, whole)) > 0, (tiled, whole)
+    for refine, gain in ((False, 0.03), (True, 0.01)):
+        seg = make_segmenter(shipped, refine_text=refine)
+        whole, tiled = [], []
+        for seed in (7000, 7001):
+            s = make_image((512, 512), seed=seed, n_cells=(48, 64))
+            nuclei = np.stack([s.nuclei == o["id"] for o in s.objects if o["class"] == "nucleus"])
+            seg.set_image(s.image)
+            for result, out in ((seg.predict(text="nucleus"), whole),
+                                (segment_tiled(seg, s.image, text="nucleus"), tiled)):
+                matrix = iou_matrix(result.masks, nuclei)
+                rows, cols = linear_sum_assignment(-matrix)
+                out.append(matrix[rows, cols].sum() / len(nuclei))
+        assert np.mean(tiled) >= np.mean(whole) + gain, (refine, tiled, whole)
+        assert min(np.subtract(tiled, whole)) > 0, (refine, tiled, whole)
+
+
+def test_text_search_outlines_each_object_found_with_a_click(shipped):
+    """Text search decodes every object found again from a click at its centre and takes that
+    outline where it agrees (engine/refine.py). Held-out images 0-11, measured: 0.730 -> 0.755 on
+    the whole, 10 of 12 images better, the worst one 0.034 lower."""
+    on = np.array([text_iou(shipped, n_images=1, first=i) for i in range(12)])
+    off = np.array([text_iou(shipped, n_images=1, first=i, refine_text=False) for i in range(12)])
+    assert on.mean() >= off.mean() + 0.015, (on, off)
+    assert (on > off).sum() >= 8 and (on - off).min() > -0.06, (on, off)

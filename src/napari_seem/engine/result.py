@@ -102,7 +102,7 @@ class Segmentation:
         if self._masks is None:
             stack = np.zeros((len(self), *self.shape), dtype=bool)
             for k in range(len(self)):
-                box = self._box(k)
+                box = self.box(k)
                 if box is not None:
                     stack[k][box] = self._labels[box] == k + 1  # type: ignore[index]
             stack.flags.writeable = False  # a view of the label image, not a second source of truth
@@ -123,7 +123,13 @@ class Segmentation:
         row = index if self._memory_index is None else int(self._memory_index[index])
         return self._memory[row]
 
-    def _box(self, k: int) -> tuple[slice, slice] | None:
+    def box(self, k: int) -> tuple[slice, slice] | None:
+        """Bounding box ``(rows, cols)`` slices of object ``k`` of a label-image result (None
+        when it has no pixel)."""
+        if self._labels is None:
+            mask = self._masks[k]  # type: ignore[index]
+            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+            return (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)) if rows.size else None
         if self._boxes is None:
             self._boxes = ndimage.find_objects(self._labels, max_label=len(self))
         return self._boxes[k]
@@ -134,7 +140,7 @@ class Segmentation:
             return self._masks[index]  # type: ignore[index]
         index = range(len(self))[index]  # negative positions, bounds
         out = np.zeros(self.shape, dtype=bool)
-        box = self._box(index)
+        box = self.box(index)
         if box is not None:
             out[box] = self._labels[box] == index + 1
         return out

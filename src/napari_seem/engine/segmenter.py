@@ -78,6 +78,9 @@ class Segmenter:
             cuts off the part of the mask it falls in; automatic mode and text search give one
             object per separate region of a "thing" segment, and join the touching segments of
             two queries on one object. ``False`` returns SEEM's raw masks.
+        refine_text: with ``connected_objects``, every object text search finds is decoded
+            again from a click at its centre, and that outline replaces the found one where the
+            two agree (see :mod:`napari_seem.engine.refine`).
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class Segmenter:
         templates: bool | str = "auto",
         feature_dir: str | Path | None = None,
         connected_objects: bool = True,
+        refine_text: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = precision
@@ -105,6 +109,7 @@ class Segmenter:
         self.max_side = max_side
         self.seed = int(seed)
         self.connected_objects = bool(connected_objects)
+        self.refine_text = bool(refine_text)
         self.text_cache_dir = default_cache_dir() if text_cache_dir == "default" else text_cache_dir
         if templates not in (True, False, "auto"):
             raise ValueError(f"templates must be True, False or 'auto', got {templates!r}")
@@ -443,9 +448,14 @@ class Segmenter:
         vocab = self._vocabulary if text in self._vocabulary.names else self._vocabulary.extended([text])
         found = self._panoptic(vocab, None, None, only=vocab.names.index(text))
         keep = [i for i, name in enumerate(found.class_names) if name == text]
-        if keep:
-            return found.select(keep) if len(keep) < len(found) else found
-        return self._grounding(text)
+        if not keep:
+            return self._grounding(text)
+        found = found.select(keep) if len(keep) < len(found) else found
+        if self.refine_text and self.connected_objects:
+            from .refine import refine_by_clicks
+
+            found = refine_by_clicks(self, self._state(), found)
+        return found
 
     # ------------------------------------------------------------------ automatic
     def segment_everything(self, *, vocabulary: Vocabulary | Sequence[str] | None = None,

@@ -1,0 +1,162 @@
+"""Text search, then a click on each object found: outlines from SEEM's interactive decoder.
+
+Text search finds objects with SEEM's object queries and the panoptic merge; their outlines are
+those of a query's mask that also competes with its neighbours for every pixel. SEEM's
+interactive decoder, prompted with a click, is trained for exactly one object's outline. So each
+object found is decoded again from one click at its centre (the pixel of its mask nearest its
+centroid), all objects of a chunk in one decoder pass, and the new mask replaces the found one
+where the two agree: the new mask covers at least half of the found one and is at most
+:data:`MAX_GROWTH` times its area (a click can also select a larger region, such as the cell
+around a nucleus; then the found mask stays). The new masks do not overlap: objects are painted
+in order of their score on pixels still free, and one left with less than half of its mask (two
+found pieces of one object, now the same object twice) is dropped.
+
+Every step after the decoder works in a window around the object (its bounding box grown by its
+own size on every side), so the cost follows the objects' size, not the image's.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .connected import keep_prompted_regions
+from .device import inference_context
+from .image import logits_to_original
+from .prompts import click_squares
+from .result import Segmentation
+
+if TYPE_CHECKING:
+    from .segmenter import Segmenter, _ImageState
+
+#: the new mask may be at most this many times the found one's area
+MAX_GROWTH = 3.0
+#: ... and must cover at least this share of it
+MIN_COVER = 0.5
+#: an object left with less than this share of its mask after the painting is dropped
+MIN_KEPT = 0.5
+#: objects x model-side pixels above which text search's objects are not outlined again (the
+#: decoder reads each object's click from an image-sized prompt): 512 objects on a 2048 x 2048
+#: image, 2,048 on a 1024 x 1024 one. Larger fields: segment them in tiles (``segment_tiled``).
+MAX_WORK = 1 << 31
+#: image-sized prompts per decoder pass at most (bounded memory)
+CHUNK_PIXELS = 1 << 26
+
+
+def refine_by_clicks(segmenter: "Segmenter", state: "_ImageState", found: Segmentation, chunk: int = 32) -> Segmentation:
+    """``found`` (a label-image result on the current image) with its outlines from a click each.
+
+    Class names and scores stay those of ``found``; an object's memory becomes the logits of its
+    click where the click's mask was taken (a later correction starts from that mask).
+    """
+    positions = found.positions()
+    if positions is None or not len(found):
+        return found
+    padded = tuple(state.features.padded_size)
+    if len(found) * padded[0] * padded[1] > MAX_WORK:
+        warnings.warn(f"text search found {len(found)} objects on a {padded[0]} x {padded[1]} image: their outlines "
+                      "are not refined by a click each (too much work at once); segment_tiled outlines every "
+                      "object and sees each tile at the model's scale", RuntimeWarning, stacklevel=3)
+        return found
+    chunk = max(1, min(chunk, CHUNK_PIXELS // (padded[0] * padded[1])))
+    boxes = [found.box(k) for k in range(len(found))]
+    present = [k for k, box in enumerate(boxes) if box is not None]
+    clicks = {k: _inner_point(positions, boxes[k], k + 1) for k in present}
+    masks: dict[int, tuple[tuple[slice, slice], np.ndarray]] = {}  # object -> (window, its final mask there)
+    refined_rows: list[np.ndarray] = []
+    row_of: dict[int, int] = {}
+    for start in range(0, len(present), chunk):
+        part = present[start:start + chunk]
+        pos = click_squares(np.array([clicks[k] for k in part]), state.prepared.original_shape,
+                            state.prepared.model_shape, padded).to(segmenter.device)
+        with segmenter._lock, inference_context(segmenter.device, segmenter.precision):
+            out = segmenter.model.predictor(segmenter.model.prepare_decoder(state.features), pos_masks=pos,
+                                            generator=segmenter._generator())
+            logits = out.selected_masks[0].float().cpu()
+        for j, k in enumerate(part):
+            window = _window(boxes[k], positions.shape)
+            found_mask = positions[window] == k + 1
+            new = _window_logits(segmenter, state, logits[j], window) > 0
+            click = np.zeros_like(new)
+            click[clicks[k][0] - window[0].start, clicks[k][1] - window[1].start] = True
+            new = keep_prompted_regions(new, click) if new[click].any() else np.zeros_like(new)
+            area, cover = int(found_mask.sum()), int((new & found_mask).sum())
+            if cover >= MIN_COVER * area and new.sum() <= MAX_GROWTH * area:
+                masks[k] = (window, new)
+                row_of[k] = len(refined_rows)
+                refined_rows.append(logits[j].numpy())
+            else:
+                masks[k] = (window, found_mask)
+    return _paint(found, masks, refined_rows, row_of)
+
+
+def _inner_point(positions: np.ndarray, box: tuple[slice, slice], value: int) -> tuple[int, int]:
+    """The pixel of the object nearest its centroid (inside it even when it is not convex)."""
+    rows, cols = np.nonzero(positions[box] == value)
+    k = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
+    return int(rows[k] + box[0].start), int(cols[k] + box[1].start)
+
+
+def _window(box: tuple[slice, slice], shape: tuple[int, int]) -> tuple[slice, slice]:
+    """``box`` grown by its own extent on every side (at least 4 px), clipped to ``shape``."""
+    out = []
+    for axis, length in zip(box, shape):
+        grow = max(4, axis.stop - axis.start)
+        out.append(slice(max(0, axis.start - grow), min(length, axis.stop + grow)))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def _window_logits(segmenter: "Segmenter", state: "_ImageState", logits: torch.Tensor,
+                   window: tuple[slice, slice]) -> np.ndarray:
+    """The object's ``[h/4, w/4]`` decoder logits at the original resolution, inside ``window``:
+    what ``Segmenter._result`` computes over the whole image, computed for the window only."""
+    prepared = state.prepared
+    if tuple(prepared.model_shape) != tuple(prepared.original_shape):  # resized image: the exact full path
+        full = logits_to_original(segmenter._to_model_grid(state, logits[None]), prepared.original_shape)[0]
+        return full[window].numpy()
+    # the 4x bilinear upsampling (align_corners=False) reads each output pixel from the two nearest
+    # grid cells on each axis; cropping the grid with 2 cells to spare gives the same values inside
+    grid = []
+    for axis, cells in zip(window, logits.shape):
+        first = max(0, axis.start // 4 - 2)
+        last = min(cells, -(-axis.stop // 4) + 2)
+        grid.append((first, last))
+    (r0, r1), (c0, c1) = grid
+    up = F.interpolate(logits[None, None, r0:r1, c0:c1], size=(4 * (r1 - r0), 4 * (c1 - c0)), mode="bilinear",
+                       align_corners=False)[0, 0]
+    return up[window[0].start - 4 * r0:window[0].stop - 4 * r0, window[1].start - 4 * c0:window[1].stop - 4 * c0].numpy()
+
+
+def _paint(found: Segmentation, masks: dict, refined_rows: list[np.ndarray], row_of: dict[int, int]) -> Segmentation:
+    """One label image from the final masks, higher scores first; objects left with less than
+    :data:`MIN_KEPT` of their mask are dropped."""
+    positions = np.zeros(found.shape, dtype=np.int32)
+    kept: list[int] = []
+    for k in sorted(masks, key=lambda k: (-float(found.scores[k]), k)):
+        window, mask = masks[k]
+        free = mask & (positions[window] == 0)
+        if free.sum() < MIN_KEPT * mask.sum() or not free.any():
+            continue
+        kept.append(k)
+        positions[window][free] = len(kept)
+    order = np.argsort(kept, kind="stable")  # back to the found objects' order
+    lookup = np.zeros(len(kept) + 1, dtype=np.int32)
+    lookup[order + 1] = np.arange(1, len(kept) + 1)
+    kept_sorted = [kept[i] for i in order]
+    old_rows = found._memory if found._memory is not None else None
+    memory = memory_index = None
+    if old_rows is not None:
+        base = len(old_rows)
+        memory = np.concatenate([old_rows, np.stack(refined_rows)]) if refined_rows else old_rows
+        memory_index = np.array([base + row_of[k] if k in row_of else
+                                 (k if found._memory_index is None else int(found._memory_index[k]))
+                                 for k in kept_sorted], dtype=np.int64)
+    idx = np.asarray(kept_sorted, dtype=np.int64)
+    return Segmentation.from_labels(
+        lookup[positions], scores=found.scores[idx], class_names=[found.class_names[k] for k in kept_sorted],
+        class_scores=found.class_scores[idx], memory=memory, memory_index=memory_index,
+        object_ids=np.arange(1, len(kept_sorted) + 1),
+    )

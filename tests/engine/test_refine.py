@@ -1,0 +1,170 @@
+"""Text search's objects decoded again from a click each (engine/refine.py)."""
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_seem.engine import ObjectPrompt, Segmentation, Segmenter
+from napari_seem.engine.image import logits_to_original
+from napari_seem.engine.refine import _window, _window_logits, refine_by_clicks
+from napari_seem.synthetic import make_image
+
+SHAPE = (96, 120)
+
+
+@pytest.fixture
+def segmenter(tiny_model):
+    seg = Segmenter(tiny_model, device="cpu", short_side=None, text_cache_dir=None)
+    seg.set_image(make_image(SHAPE, seed=3).image)
+    return seg
+
+
+def _found() -> Segmentation:
+    """Three non-overlapping objects, as text search returns them (label image, query memory)."""
+    positions = np.zeros(SHAPE, np.int32)
+    positions[10:20, 10:22] = 1
+    positions[40:52, 60:70] = 2
+    positions[20:30, 100:112] = 3
+    memory = np.random.default_rng(0).normal(size=(3, 24, 32)).astype(np.float32)  # the padded grid: 96 x 128 / 4
+    return Segmentation.from_labels(positions, scores=np.array([0.9, 0.8, 0.7], np.float32),
+                                    class_names=["nucleus"] * 3, class_scores=np.full(3, 0.9, np.float32),
+                                    memory=memory, memory_index=np.arange(3))
+
+
+@contextmanager
+def _swapped_predictor(model, fake):
+    """The model's decoder replaced for a while (pytest's monkeypatch cannot restore a submodule)."""
+    head = model.sem_seg_head
+    real = head.predictor
+    head.predictor = fake
+    try:
+        yield fake
+    finally:
+        head.predictor = real
+
+
+class _FixedPredictor(torch.nn.Module):
+    """Returns the same mask logits for every prompted object."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, prepared, pos_masks, **kwargs):
+        n, hp, wp = pos_masks.shape
+        return SimpleNamespace(selected_masks=torch.full((1, n, hp // 4, wp // 4), self.value))
+
+
+@pytest.mark.parametrize("value", [10.0, -10.0])
+def test_a_click_mask_that_disagrees_leaves_the_found_mask(segmenter, value):
+    """+10: the click selects the whole image (more than MAX_GROWTH times the object); -10: an
+    empty mask. Either way every found object stays as it was."""
+    found = _found()
+    with _swapped_predictor(segmenter.model, _FixedPredictor(value)):
+        refined = refine_by_clicks(segmenter, segmenter._state(), found)
+    np.testing.assert_array_equal(refined.to_labels(), found.to_labels())
+    assert refined.class_names == found.class_names
+    np.testing.assert_array_equal(refined.memory, found.memory)  # the found objects keep their memory
+
+
+class _BlockPredictor(torch.nn.Module):
+    """Each prompted object's mask: a block of 3 x 3 grid cells (12 x 12 px) around its click."""
+
+    def forward(self, prepared, pos_masks, **kwargs):
+        n, hp, wp = pos_masks.shape
+        logits = torch.full((1, n, hp // 4, wp // 4), -10.0)
+        for k in range(n):
+            rows, cols = torch.nonzero(pos_masks[k], as_tuple=True)
+            r, c = int(rows.float().mean()) // 4, int(cols.float().mean()) // 4
+            logits[0, k, r - 1:r + 2, c - 1:c + 2] = 10.0
+        self.last = logits[0]
+        return SimpleNamespace(selected_masks=logits)
+
+
+def test_agreeing_click_masks_replace_the_found_ones_without_overlap(segmenter):
+    predictor = _BlockPredictor()
+    found = _found()
+    found_labels = found.to_labels()
+    found_labels[22:24, 10:22] = 4  # a fourth object just below the first: its block overlaps the first's
+    memory = np.zeros((4, 24, 32), np.float32)
+    found = Segmentation.from_labels(found_labels, scores=np.array([0.9, 0.8, 0.7, 0.6], np.float32),
+                                     class_names=["nucleus"] * 4, class_scores=np.full(4, 0.9, np.float32),
+                                     memory=memory)
+    with _swapped_predictor(segmenter.model, predictor):
+        refined = refine_by_clicks(segmenter, segmenter._state(), found)
+    state = segmenter._state()
+    blocks = logits_to_original(segmenter._to_model_grid(state, predictor.last), SHAPE).numpy() > 0
+    # objects 0-2: the blocks cover them and are at most 3x their area -> taken; object 3 (24 px):
+    # its block is more than 3x its area -> its found mask stays, minus nothing (free pixels)
+    assert len(refined) == 4 and refined.class_names == ["nucleus"] * 4
+    for k in range(3):
+        assert (found.mask(k) & blocks[k]).sum() >= 0.5 * found.mask(k).sum()
+        np.testing.assert_array_equal(refined.mask(k), blocks[k] & ~blocks[:k].any(0))  # higher scores first
+    np.testing.assert_array_equal(refined.mask(3), found.mask(3) & ~blocks[:3].any(0))
+    for k in range(3):  # a taken click mask brings its logits as the object's memory
+        np.testing.assert_array_equal(refined.memory_of(k), predictor.last[k].numpy())
+    np.testing.assert_array_equal(refined.memory_of(3), memory[3])
+
+
+def test_window_logits_equal_the_whole_image_path(segmenter, tiny_model):
+    state = segmenter._state()
+    h4, w4 = (s // 4 for s in state.features.padded_size)
+    logits = torch.randn(h4, w4)
+    full = logits_to_original(segmenter._to_model_grid(state, logits[None]), state.prepared.original_shape)[0]
+    for box in [(slice(0, 5), slice(0, 7)), (slice(30, 41), slice(50, 63)), (slice(88, 96), slice(110, 120)),
+                (slice(13, 14), slice(77, 78))]:
+        window = _window(box, SHAPE)
+        np.testing.assert_allclose(_window_logits(segmenter, state, logits, window), full[window].numpy(), atol=1e-6)
+    resized = Segmenter(tiny_model, device="cpu", short_side=64, max_side=128, text_cache_dir=None)
+    resized.set_image(make_image(SHAPE, seed=3).image)  # model side != image side: the full path
+    state = resized._state()
+    logits = torch.randn(*(s // 4 for s in state.features.padded_size))
+    full = logits_to_original(resized._to_model_grid(state, logits[None]), state.prepared.original_shape)[0]
+    window = _window((slice(30, 41), slice(50, 63)), SHAPE)
+    np.testing.assert_allclose(_window_logits(resized, state, logits, window), full[window].numpy(), atol=1e-6)
+
+
+def test_refined_objects_can_be_corrected_with_their_memory(segmenter):
+    refined = refine_by_clicks(segmenter, segmenter._state(), _found())
+    one = refined.select([0])
+    rows, cols = np.nonzero(refined.mask(0))
+    again = segmenter.predict(ObjectPrompt(points=[(rows[0], cols[0])]), previous=one)
+    assert len(again) == 1 and again.memory.shape == one.memory.shape
+
+
+def test_without_the_region_rules_text_search_is_not_refined(tiny_model):
+    """``connected_objects=False`` returns SEEM's raw masks: the refinement is one of the rules."""
+    assert Segmenter(tiny_model, device="cpu", text_cache_dir=None).refine_text
+    image = make_image(SHAPE, seed=3).image
+    results = []
+    for refine in (False, True):
+        seg = Segmenter(tiny_model, device="cpu", short_side=None, text_cache_dir=None, connected_objects=False,
+                        refine_text=refine)
+        seg.set_image(image)
+        results.append(seg.predict(text="cell").to_labels())
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_click_squares_are_the_clicks_the_prompts_give(tiny_model):
+    from napari_seem.engine.prompts import click_squares
+
+    seg = Segmenter(tiny_model, device="cpu", short_side=64, max_side=128, text_cache_dir=None)
+    seg.set_image(make_image(SHAPE, seed=3).image)  # resized: 96 x 120 -> 64 x 80, padded 64 x 96
+    state = seg._state()
+    points = np.array([[0, 0], [95, 119], [40.4, 61.7], [1, 118]])
+    pos, _ = seg._padded_masks(state, [ObjectPrompt(points=[p]) for p in points])
+    squares = click_squares(points, state.prepared.original_shape, state.prepared.model_shape,
+                            tuple(state.features.padded_size))
+    assert torch.equal(squares, pos.cpu())
+
+
+def test_too_many_objects_for_one_image_are_left_as_found(segmenter, monkeypatch):
+    import napari_seem.engine.refine as refine
+
+    found = _found()
+    monkeypatch.setattr(refine, "MAX_WORK", 2 * 96 * 128)  # two objects' worth on this image
+    with pytest.warns(RuntimeWarning, match="segment_tiled"):
+        kept = refine_by_clicks(segmenter, segmenter._state(), found)
+    assert kept is found
