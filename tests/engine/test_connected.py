@@ -4,6 +4,7 @@ import pytest
 
 from napari_seem.engine import ObjectPrompt, Segmenter, Vocabulary
 from napari_seem.engine.connected import (
+    cut_at_foreign_nuclei,
     cut_at_negatives,
     grow_at_marks,
     keep_prompted_regions,
@@ -421,3 +422,42 @@ def test_merge_on_a_label_image_equals_the_mask_stack():
     positions[positions == 2] = 0  # a segment without a pixel touches nothing
     assert merge_duplicate_labels(positions, queries, np.array([0, 0]), things) == [[0], [1]]
     assert merge_duplicate_labels(np.zeros((4, 4), np.int32), np.zeros((0, 2, 2), bool), np.zeros(0), np.zeros(0)) == []
+
+
+def _two_cells():
+    """One mask over two touching cells (columns 0-29 and 30-59), a confidence dip between them,
+    and a nucleus in each."""
+    mask = np.zeros((40, 60), bool)
+    mask[5:35, 2:58] = True
+    prob = np.full((40, 60), 0.9)
+    prob[:, 28:32] = 0.55  # the border between the two cells
+    nuclei = np.zeros((40, 60), np.int32)
+    nuclei[15:25, 10:20] = 1
+    nuclei[15:25, 40:50] = 2
+    return mask, prob, nuclei
+
+
+def test_a_cell_mask_is_cut_between_its_nucleus_and_its_neighbours():
+    mask, prob, nuclei = _two_cells()
+    cut = cut_at_foreign_nuclei(mask, prob, _at((20, 15)), nuclei)  # click on nucleus 1
+    assert cut[:, :28].sum() == mask[:, :28].sum() and not cut[:, 32:].any()
+    beside = cut_at_foreign_nuclei(mask, prob, _at((8, 12)), nuclei)  # click on the cytoplasm: nearest nucleus
+    np.testing.assert_array_equal(beside, cut)
+    other = cut_at_foreign_nuclei(mask, prob, _at((30, 52)), nuclei)  # nearer nucleus 2: that cell is kept
+    assert not other[:, :28].any() and other[:, 32:].sum() == mask[:, 32:].sum()
+
+
+def test_a_cell_keeps_what_its_clicks_mark_and_what_is_not_a_nucleus_of_its_own():
+    mask, prob, nuclei = _two_cells()
+    both = _at((20, 15), (20, 45))  # a positive click on each nucleus: a cell with two nuclei
+    np.testing.assert_array_equal(cut_at_foreign_nuclei(mask, prob, both, nuclei), mask)
+    one = nuclei.copy()
+    one[one == 2] = 0
+    np.testing.assert_array_equal(cut_at_foreign_nuclei(mask, prob, _at((20, 15)), one), mask)
+    outside = nuclei.copy()
+    outside[outside == 2] = 0
+    outside[32:40, 40:50] = 2  # mostly below the mask (30 of its 80 px inside): not inside this cell
+    assert ((outside == 2) & mask).sum() == 30
+    np.testing.assert_array_equal(cut_at_foreign_nuclei(mask, prob, _at((20, 15)), outside), mask)
+    empty = np.zeros_like(mask)
+    assert not cut_at_foreign_nuclei(empty, prob, _at((20, 15)), nuclei).any()

@@ -311,6 +311,13 @@ def test_one_region_option_follows_and_sets_the_segmenter(setup):
     widget.set_segmenter(other, "other")
     assert not widget.connected_check.isChecked() and other.connected_objects is False
     assert raw.connected_objects is True  # the previous segmenter is no longer touched
+    assert not widget.nucleus_check.isEnabled()  # a region rule: off with them
+    widget.connected_check.setChecked(True)
+    widget.nucleus_check.setChecked(False)
+    assert other.cells_hold_one_nucleus is False
+    third = FakeSegmenter()
+    widget.set_segmenter(third, "third")
+    assert widget.nucleus_check.isChecked() and third.cells_hold_one_nucleus is True
 
 
 def test_load_auto_offline_records_the_model_that_ran(make_napari_viewer, qtbot):

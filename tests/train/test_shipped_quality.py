@@ -21,12 +21,12 @@ from napari_seem.train.evaluate import EVAL_SEED, _correct, _noc, _targets, eval
 from napari_seem.weights import load_shipped_model, shipped_model_path
 
 #: single click at the object's centre, mean IoU over 2 held-out 256² images (28 objects)
-CLICK_FLOOR = {"nucleus": 0.56, "cell": 0.44}  # measured: 0.83 / 0.64 (SEEM's raw masks: 0.32 / 0.39)
+CLICK_FLOOR = {"nucleus": 0.56, "cell": 0.44}  # measured: 0.83 / 0.85 (cells 0.64 without the cut between nuclei; SEEM's raw masks: 0.32 / 0.39)
 #: text prompt "nucleus": mean IoU over the 14 true nuclei of the same 2 images (missed = 0)
 TEXT_FLOOR = 0.48  # measured: 0.82 (0.78 without the click on each object found, 0.77 before text search left other classes out of its merge; raw masks: 0.50)
 #: clicks to 85 % IoU (max 20), first 4 cells of 4 held-out images (16 objects; until 2026-12-06
 #: "the first 4 objects", which are these same cells)
-NOC_CEILING = 6.5  # measured: 4.4 (without the negative-click cut 9.6, without the growth at positive clicks 5.8, without both 10.7)
+NOC_CEILING = 6.5  # measured: 3.5 (4.4 without the cut between a cell's nuclei, without the negative-click cut 9.6, without the growth at positive clicks 5.8, without both 10.7)
 #: the same on the first 4 nuclei of the 4 images: small objects, where 85 % IoU needs boundaries
 #: right to about a pixel
 NOC_CEILING_NUCLEI = 12.5  # measured: 8.5 (without the growth at positive clicks 10.6, without the cut 9.5)
@@ -44,8 +44,8 @@ def click_ious(model, n_images: int = 2, **segmenter_options) -> dict[str, float
     return {k: float(np.mean(v)) for k, v in ious.items()}
 
 
-def clicks_to_85(model, class_name: str = "cell", n_images: int = 4, per_image: int = 4) -> float:
-    seg = make_segmenter(model)
+def clicks_to_85(model, class_name: str = "cell", n_images: int = 4, per_image: int = 4, **segmenter_options) -> float:
+    seg = make_segmenter(model, **segmenter_options)
     counts: list[int] = []
     for i in range(n_images):
         s = make_image((256, 256), seed=EVAL_SEED + i)
@@ -106,11 +106,13 @@ def test_negative_clicks_correct_leaks(shipped, monkeypatch):
     what makes them work."""
     import importlib
 
-    with_cut = clicks_to_85(shipped)
-    assert with_cut <= NOC_CEILING, f"NoC@85 {with_cut:.2f} > {NOC_CEILING}"
+    measured = clicks_to_85(shipped)
+    assert measured <= NOC_CEILING, f"NoC@85 {measured:.2f} > {NOC_CEILING}"
+    # the cut at negative clicks on its own (the cut between a cell's nuclei also removes leaks)
+    with_cut = clicks_to_85(shipped, cells_hold_one_nucleus=False)
     segmenter_module = importlib.import_module("napari_seem.engine.segmenter")
     monkeypatch.setattr(segmenter_module, "cut_at_negatives", lambda mask, *args: mask)
-    assert clicks_to_85(shipped) >= with_cut + 3
+    assert clicks_to_85(shipped, cells_hold_one_nucleus=False) >= with_cut + 3
 
 
 def test_corrective_clicks_on_nuclei(shipped, monkeypatch):
@@ -260,3 +262,13 @@ def test_text_search_outlines_each_object_found_with_a_click(shipped):
     off = np.array([text_iou(shipped, n_images=1, first=i, refine_text=False) for i in range(12)])
     assert on.mean() >= off.mean() + 0.015, (on, off)
     assert (on > off).sum() >= 8 and (on - off).min() > -0.06, (on, off)
+
+
+def test_a_clicked_cell_is_cut_between_its_nucleus_and_its_neighbours(shipped):
+    """A click on a cell whose mask leaks over its neighbours' nuclei loses the neighbours
+    (``cells_hold_one_nucleus``, engine/connected.py). Held-out images 0-5, measured: cells 0.709
+    -> 0.818, nuclei unchanged (0.742)."""
+    on = click_ious(shipped, n_images=6)
+    off = click_ious(shipped, n_images=6, cells_hold_one_nucleus=False)
+    assert on["cell"] >= off["cell"] + 0.05, (on, off)
+    assert on["nucleus"] >= off["nucleus"] - 0.005, (on, off)

@@ -185,6 +185,13 @@ class SeemWidget(QWidget):
                                         "a negative click falls in; off: SEEM's raw masks")
         self.connected_check.toggled.connect(self._set_connected_objects)
         form.addRow(self.connected_check)
+        self.nucleus_check = QCheckBox("A cell holds one nucleus")
+        self.nucleus_check.setChecked(True)
+        self.nucleus_check.setToolTip("With 'cell' and 'nucleus' in the vocabulary: a clicked cell whose mask "
+                                      "covers other cells' nuclei is cut between its own nucleus and theirs "
+                                      "(a positive click on a second nucleus keeps it: a cell with two nuclei)")
+        self.nucleus_check.toggled.connect(self._set_cells_hold_one_nucleus)
+        form.addRow(self.nucleus_check)
         self.tile_combo = self._combo(list(TILE_CHOICES), "Segment everything and text-only prompts tile by tile, "
                                       "each tile at about its own scale (large fields with small objects): "
                                       "auto = the model's working size (512 px; 256 for the shipped model), "
@@ -219,6 +226,11 @@ class SeemWidget(QWidget):
     def _set_connected_objects(self, checked: bool) -> None:
         if self.segmenter is not None:
             self.segmenter.connected_objects = bool(checked)
+        self.nucleus_check.setEnabled(bool(checked))  # one of the region rules
+
+    def _set_cells_hold_one_nucleus(self, checked: bool) -> None:
+        if self.segmenter is not None:
+            self.segmenter.cells_hold_one_nucleus = bool(checked)
 
     def _actions_box(self) -> QGroupBox:
         box = QGroupBox("Segment")
@@ -446,6 +458,7 @@ class SeemWidget(QWidget):
         self.model_name = own if isinstance(own, str) and own and own != "custom" else name
         self._last = None
         self.connected_check.setChecked(bool(getattr(segmenter, "connected_objects", True)))
+        self.nucleus_check.setChecked(bool(getattr(segmenter, "cells_hold_one_nucleus", True)))
         shown = self.model_name if self.model_name == name else f"{self.model_name} ({name})"
         self.model_label.setText(f"{shown} ready")
         session, self._session_vocabulary = self._session_vocabulary, []

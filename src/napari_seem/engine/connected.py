@@ -21,7 +21,13 @@ that look alike elsewhere in the image (many nuclei look the same). The engine t
   the clicked pixels join the mask, with the pixels around them (within the click's distance to
   the mask plus 2 px) that the model finds at least as likely to be the object as the clicked
   ones, connected to them. A click on a thin missed rim along an outline thus adds that rim,
-  where the model alone often does not react to it.
+  where the model alone often does not react to it;
+* cuts, per prompted object named ``cell``, its mask between the nuclei it covers: a cell holds
+  one nucleus, so nuclei (found by text search) lying mostly inside a cell's mask that no
+  positive prompt marks, besides the one nearest to the prompt, belong to neighbouring cells the
+  mask leaked into; the part of the mask reached first from them (seeded watershed on the mask's
+  confidence, as for a negative click) is cut off. A positive click on a second nucleus keeps it
+  (a cell with two nuclei).
 
 Regions are 8-connected. Objects that really consist of separate pieces can keep them all: prompt
 each piece (a click on each), or switch the rules off (``Segmenter(connected_objects=False)``).
@@ -273,6 +279,53 @@ def grow_at_marks(mask: np.ndarray, prob: np.ndarray, marks: np.ndarray, negativ
         touched = np.unique(regions[seed])
         out[win] |= np.isin(regions, touched[touched > 0])
     return out
+
+
+def cut_at_foreign_nuclei(mask: np.ndarray, prob: np.ndarray, positive: np.ndarray, nuclei: np.ndarray,
+                          min_inside: float = 0.5) -> np.ndarray:
+    """Cut a cell's mask between its own nucleus and the other nuclei it covers.
+
+    Own nuclei: those a positive prompt pixel falls on, else the one nearest to the prompt. Other
+    nuclei with at least ``min_inside`` of their area inside the mask are negative seeds, the own
+    nuclei and the prompt positive seeds of :func:`cut_at_negatives`; the region connected to the
+    prompt is kept.
+
+    Args:
+        mask: ``[H, W]`` bool mask of an object named as a cell.
+        prob: ``[H, W]`` float mask probability.
+        positive: ``[h, w]`` bool positive prompt region at any resolution (e.g. the model's).
+        nuclei: ``[H, W]`` int label image of the nuclei on the image (0: none).
+
+    Returns:
+        ``[H, W]`` bool, a subset of ``mask``; ``mask`` itself when it covers no other nucleus.
+    """
+    if not mask.any():
+        return mask
+    box = bounding_box(mask)
+    covered = nuclei[box][mask[box]]
+    ids, counts = np.unique(covered[covered > 0], return_counts=True)
+    if len(ids) < 2:
+        return mask
+    area = np.bincount(nuclei.ravel(), minlength=int(ids.max()) + 1)[ids]
+    mostly = ids[counts >= min_inside * area]
+    prompt = resample_nearest(positive, mask.shape) & mask
+    if len(mostly) < 2 or not prompt.any():
+        return mask
+    own = np.intersect1d(np.unique(nuclei[prompt]), mostly)
+    if not len(own):  # the prompt is beside every nucleus: its own is the nearest one
+        rows, cols = np.nonzero(prompt)
+        sub = nuclei[box]
+        distance = []
+        for i in mostly:
+            r, c = np.nonzero(sub == i)
+            distance.append(np.min((r + box[0].start - rows.mean()) ** 2 + (c + box[1].start - cols.mean()) ** 2))
+        own = mostly[[int(np.argmin(distance))]]
+    foreign = np.setdiff1d(mostly, own)
+    if not len(foreign):
+        return mask
+    seeds = prompt | (np.isin(nuclei, own) & mask)
+    others = np.isin(nuclei, foreign) & mask & ~seeds
+    return keep_prompted_regions(cut_at_negatives(mask, prob, seeds, others), prompt)
 
 
 def _expanded(box: tuple[slice, slice], by: float, shape: tuple[int, ...]) -> tuple[slice, slice]:

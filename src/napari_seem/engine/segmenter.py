@@ -29,6 +29,7 @@ from ..model import SEEM, from_pretrained
 from ..model.postprocess import panoptic_inference
 from ..model.seem import ImageFeatures
 from .connected import (
+    cut_at_foreign_nuclei,
     cut_at_negatives,
     grow_at_marks,
     keep_prompted_regions_all,
@@ -43,6 +44,10 @@ from .result import Segmentation
 from .vocabulary import Vocabulary, default_cache_dir
 
 PromptsArg = ObjectPrompt | Sequence[ObjectPrompt] | None
+
+
+#: a prompted object of class CELL holds one object of class NUCLEUS (see ``cells_hold_one_nucleus``)
+CELL, NUCLEUS = "cell", "nucleus"
 
 
 @dataclass
@@ -81,6 +86,11 @@ class Segmenter:
         refine_text: with ``connected_objects``, every object text search finds is decoded
             again from a click at its centre, and that outline replaces the found one where the
             two agree (see :mod:`napari_seem.engine.refine`).
+        cells_hold_one_nucleus: with ``connected_objects`` and ``cell`` and ``nucleus`` in the
+            vocabulary, a prompted object named ``cell`` is cut between its own nucleus and the
+            other nuclei its mask covers (found by text search, once per image): a cell's mask
+            that leaks into its neighbours loses them (see
+            :func:`napari_seem.engine.connected.cut_at_foreign_nuclei`).
     """
 
     def __init__(
@@ -99,6 +109,7 @@ class Segmenter:
         feature_dir: str | Path | None = None,
         connected_objects: bool = True,
         refine_text: bool = True,
+        cells_hold_one_nucleus: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = precision
@@ -110,6 +121,8 @@ class Segmenter:
         self.seed = int(seed)
         self.connected_objects = bool(connected_objects)
         self.refine_text = bool(refine_text)
+        self.cells_hold_one_nucleus = bool(cells_hold_one_nucleus)
+        self._nuclei: tuple[str, np.ndarray] | None = None  # (image key, nuclei found on it)
         self.text_cache_dir = default_cache_dir() if text_cache_dir == "default" else text_cache_dir
         if templates not in (True, False, "auto"):
             raise ValueError(f"templates must be True, False or 'auto', got {templates!r}")
@@ -417,6 +430,11 @@ class Segmenter:
                     masks[k] = cut_at_negatives(masks[k], prob, prompt_regions[k], negative)
                 if grow:
                     masks[k] = grow_at_marks(masks[k], prob, positive_marks[k], negative)
+            cells = [k for k, name in enumerate(names) if name == CELL and masks[k].any()]
+            if cells and self.cells_hold_one_nucleus and NUCLEUS in self._vocabulary.names:
+                nuclei = self._nucleus_labels(state)
+                for k in cells:
+                    masks[k] = cut_at_foreign_nuclei(masks[k], probs[k].cpu().numpy(), prompt_regions[k], nuclei)
         inside = torch.from_numpy(masks).to(full.device).float()
         scores = ((probs * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp_min(1)).cpu().numpy()
         return Segmentation(
@@ -427,6 +445,12 @@ class Segmenter:
             memory=logits.detach().float().cpu().numpy(),
             object_ids=object_ids,
         )
+
+    def _nucleus_labels(self, state: _ImageState) -> np.ndarray:
+        """``[H, W]`` label image of the nuclei text search finds on the image (once per image)."""
+        if self._nuclei is None or self._nuclei[0] != state.key:
+            self._nuclei = (state.key, self._text_search(NUCLEUS).to_labels())
+        return self._nuclei[1]
 
     # ------------------------------------------------------------------ text
     def _grounding(self, text: str) -> Segmentation:
