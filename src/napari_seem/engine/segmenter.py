@@ -122,7 +122,7 @@ class Segmenter:
         self.connected_objects = bool(connected_objects)
         self.refine_text = bool(refine_text)
         self.cells_hold_one_nucleus = bool(cells_hold_one_nucleus)
-        self._nuclei: tuple[str, np.ndarray] | None = None  # (image key, nuclei found on it)
+        self._nuclei: tuple[tuple, np.ndarray] | None = None  # (image and settings, the nuclei found there)
         self.text_cache_dir = default_cache_dir() if text_cache_dir == "default" else text_cache_dir
         if templates not in (True, False, "auto"):
             raise ValueError(f"templates must be True, False or 'auto', got {templates!r}")
@@ -448,8 +448,9 @@ class Segmenter:
 
     def _nucleus_labels(self, state: _ImageState) -> np.ndarray:
         """``[H, W]`` label image of the nuclei text search finds on the image (once per image)."""
-        if self._nuclei is None or self._nuclei[0] != state.key:
-            self._nuclei = (state.key, self._text_search(NUCLEUS).to_labels())
+        key = (state.key, tuple(self._vocabulary.names), self.refine_text)  # what text search depends on
+        if self._nuclei is None or self._nuclei[0] != key:
+            self._nuclei = (key, self._text_search(NUCLEUS).to_labels())
         return self._nuclei[1]
 
     # ------------------------------------------------------------------ text
