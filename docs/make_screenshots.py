@@ -45,6 +45,17 @@ def settle(widget, seconds: float = 0.5) -> None:
         time.sleep(0.01)
 
 
+def segment(widget, shapes: str = "(none)", text: str = "") -> None:
+    """Segment with the given prompt layers into a new Labels layer, and wait for it."""
+    widget.refresh_layers()
+    widget.points_combo.setCurrentText("(none)")
+    widget.shapes_combo.setCurrentText(shapes)
+    widget.text_edit.setText(text)
+    widget.output_combo.setCurrentText("(new layer)")
+    widget.segment()
+    settle(widget)
+
+
 def main() -> None:
     import napari
 
@@ -104,13 +115,7 @@ def propagate(viewer, widget) -> None:
     for obj_id in np.unique(truth[0])[1:3]:
         rows, cols = np.nonzero(truth[0] == obj_id)
         shapes.add_rectangles(np.array([[rows.min(), cols.min()], [rows.max(), cols.max()]]))
-    widget.refresh_layers()
-    widget.points_combo.setCurrentText("(none)")
-    widget.shapes_combo.setCurrentText("boxes")
-    widget.text_edit.setText("")
-    widget.output_combo.setCurrentText("(new layer)")
-    widget.segment()
-    settle(widget)
+    segment(widget, shapes="boxes")
     widget.direction_combo.setCurrentText("forward")
     widget.propagate()
     settle(widget)
@@ -127,14 +132,8 @@ def tiles(viewer, widget) -> None:
     viewer.layers.clear()
     sample = make_image((1024, 1024), seed=3, n_cells=(192, 256))
     viewer.add_image(sample.image, name="field")
-    widget.refresh_layers()
-    widget.points_combo.setCurrentText("(none)")
-    widget.shapes_combo.setCurrentText("(none)")
-    widget.output_combo.setCurrentText("(new layer)")
-    widget.text_edit.setText("nucleus")
     widget.tile_combo.setCurrentText("auto")
-    widget.segment()
-    settle(widget)
+    segment(widget, text="nucleus")
     viewer.reset_view()
     viewer.layers.selection.active = viewer.layers["field seem"]
     settle(widget)

@@ -116,6 +116,16 @@ class SeemWidget(QWidget):
         return button
 
     @staticmethod
+    def _check(text: str, tip: str, slot: Callable | None = None) -> QCheckBox:
+        """A ticked check box with a tooltip, calling ``slot(checked)`` when toggled."""
+        check = QCheckBox(text)
+        check.setChecked(True)
+        check.setToolTip(tip)
+        if slot is not None:
+            check.toggled.connect(slot)
+        return check
+
+    @staticmethod
     def _combo(items: list[str], tip: str, editable: bool = False) -> QComboBox:
         combo = QComboBox()
         combo.addItems(items)
@@ -173,25 +183,21 @@ class SeemWidget(QWidget):
         self.mode_combo = self._combo(list(L.MODES), "keep: never overwrite existing objects; "
                                       "replace: new objects are painted over existing ones")
         form.addRow("Existing", self.mode_combo)
-        self.memory_check = QCheckBox("Correct previous result (memory)")
-        self.memory_check.setChecked(True)
-        self.memory_check.setToolTip("Segment again after adding clicks: the previous mask of the same "
-                                     "object is SEEM's memory prompt and the object keeps its id")
-        form.addRow(self.memory_check)
-        self.connected_check = QCheckBox("One region per prompted object")
-        self.connected_check.setChecked(True)
-        self.connected_check.setToolTip("Keep only the parts of each mask connected to its clicks, shapes or "
-                                        "painted mask (not look-alike objects elsewhere), and cut off the part "
-                                        "a negative click falls in; off: SEEM's raw masks")
-        self.connected_check.toggled.connect(self._set_connected_objects)
-        form.addRow(self.connected_check)
-        self.nucleus_check = QCheckBox("A cell holds one nucleus")
-        self.nucleus_check.setChecked(True)
-        self.nucleus_check.setToolTip("With 'cell' and 'nucleus' in the vocabulary: a clicked cell whose mask "
-                                      "covers other cells' nuclei is cut between its own nucleus and theirs "
-                                      "(a positive click on a second nucleus keeps it: a cell with two nuclei)")
-        self.nucleus_check.toggled.connect(self._set_cells_hold_one_nucleus)
-        form.addRow(self.nucleus_check)
+        self.memory_check = self._check("Correct previous result (memory)",
+                                        "Segment again after adding clicks: the previous mask of the same "
+                                        "object is SEEM's memory prompt and the object keeps its id")
+        self.connected_check = self._check("One region per prompted object",
+                                           "Keep only the parts of each mask connected to its clicks, shapes or "
+                                           "painted mask (not look-alike objects elsewhere), and cut off the part "
+                                           "a negative click falls in; off: SEEM's raw masks",
+                                           self._set_connected_objects)
+        self.nucleus_check = self._check("A cell holds one nucleus",
+                                         "With 'cell' and 'nucleus' in the vocabulary: a clicked cell whose mask "
+                                         "covers other cells' nuclei is cut between its own nucleus and theirs "
+                                         "(a positive click on a second nucleus keeps it: a cell with two nuclei)",
+                                         self._set_cells_hold_one_nucleus)
+        for check in (self.memory_check, self.connected_check, self.nucleus_check):
+            form.addRow(check)
         self.tile_combo = self._combo(list(TILE_CHOICES), "Segment everything and text-only prompts tile by tile, "
                                       "each tile at about its own scale (large fields with small objects): "
                                       "auto = the model's working size (512 px; 256 for the shipped model), "

@@ -82,24 +82,24 @@ def _model_name(name: str) -> str:
     return resolved
 
 
+def _pixels_or_word(value: str, words: dict[str, int | str | None], option: str) -> int | str | None:
+    """A size option: pixels (>= 32) or one of ``words`` (given as the value it stands for)."""
+    text = str(value).strip().lower()
+    if text in words:
+        return words[text]
+    if not text.isdigit() or int(text) < 32:
+        raise click.BadParameter(f"expected pixels >= 32, {' or '.join(words)}, got {value!r}", param_hint=option)
+    return int(text)
+
+
 def short_side_arg(value: str) -> int | str | None:
     """``--short-side``: pixels (>= 32), ``auto`` (the model's own) or ``native`` (None: the image's size)."""
-    text = str(value).strip().lower()
-    if text in ("auto", "native"):
-        return None if text == "native" else "auto"
-    if not text.isdigit() or int(text) < 32:
-        raise click.BadParameter(f"expected pixels >= 32, auto or native, got {value!r}", param_hint="--short-side")
-    return int(text)
+    return _pixels_or_word(value, {"auto": "auto", "native": None}, "--short-side")
 
 
 def tile_arg(value: str) -> int | str | None:
     """``--tile``: pixels (>= 32), ``auto`` (the model's working size) or ``off`` (None)."""
-    text = str(value).strip().lower()
-    if text in ("auto", "off"):
-        return None if text == "off" else "auto"
-    if not text.isdigit() or int(text) < 32:
-        raise click.BadParameter(f"expected pixels >= 32, auto or off, got {value!r}", param_hint="--tile")
-    return int(text)
+    return _pixels_or_word(value, {"auto": "auto", "off": None}, "--tile")
 
 
 def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label, min_similarity, seed_labels,
