@@ -170,7 +170,7 @@ class Segmenter:
             if str(name_or_path) == AUTO:
                 warnings.warn(
                     f"no official SEEM checkpoint on this machine: using the shipped preview model {name!r}, "
-                    "trained on synthetic images only and below the project's quality targets "
+                    "trained on synthetic images only and short of some of the project's quality targets "
                     "(see napari_seem/weights/MODEL_CARD.md); install seem_focalt_v1 for real work",
                     stacklevel=2,
                 )
