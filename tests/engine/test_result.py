@@ -96,3 +96,12 @@ def test_positions_of_maps_any_ids_to_positions():
     np.testing.assert_array_equal(positions, [[0, 3, 3], [2, 1, 0], [1, 0, 0]])
     assert positions.dtype == np.int32
     assert not positions_of(labels, []).any()
+
+
+def test_memory_rows_are_the_memory_as_held():
+    compact, dense = _pair(seed=5)
+    rows, index = compact.memory_rows()
+    assert len(rows) == 2 and index.tolist() == [0, 1, 1, 0, 1]
+    np.testing.assert_array_equal(rows[index], dense.memory)
+    rows, index = dense.memory_rows()
+    assert rows is dense.memory and index.tolist() == list(range(5))

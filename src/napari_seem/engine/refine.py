@@ -146,14 +146,13 @@ def _paint(found: Segmentation, masks: dict, refined_rows: list[np.ndarray], row
     lookup = np.zeros(len(kept) + 1, dtype=np.int32)
     lookup[order + 1] = np.arange(1, len(kept) + 1)
     kept_sorted = [kept[i] for i in order]
-    old_rows = found._memory if found._memory is not None else None
+    old_rows, old_index = found.memory_rows()
     memory = memory_index = None
     if old_rows is not None:
         base = len(old_rows)
         memory = np.concatenate([old_rows, np.stack(refined_rows)]) if refined_rows else old_rows
-        memory_index = np.array([base + row_of[k] if k in row_of else
-                                 (k if found._memory_index is None else int(found._memory_index[k]))
-                                 for k in kept_sorted], dtype=np.int64)
+        memory_index = np.array([base + row_of[k] if k in row_of else int(old_index[k]) for k in kept_sorted],
+                                dtype=np.int64)
     idx = np.asarray(kept_sorted, dtype=np.int64)
     return Segmentation.from_labels(
         lookup[positions], scores=found.scores[idx], class_names=[found.class_names[k] for k in kept_sorted],

@@ -116,6 +116,12 @@ class Segmentation:
             self._memory_index = None
         return self._memory
 
+    def memory_rows(self) -> tuple[np.ndarray | None, np.ndarray]:
+        """``(rows [R, h, w], index [N])``: the memory as held, object ``k``'s being
+        ``rows[index[k]]`` (pieces of one query's mask share its row); ``(None, ...)`` without memory."""
+        index = np.arange(len(self)) if self._memory_index is None else self._memory_index
+        return self._memory, index
+
     def memory_of(self, index: int) -> np.ndarray | None:
         """``[h, w]`` memory logits of object ``index`` (without building every object's)."""
         if self._memory is None:
