@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..engine.result import Segmentation
+from ..engine.tiles import DEFAULT_OVERLAP
 from . import layers as L
 from . import workers
 from .shortcuts import install_shortcuts, remove_shortcuts, shortcut_for
@@ -42,7 +43,6 @@ POINT_COLORS = {"positive": "lime", "negative": "magenta"}
 METADATA_KEY = "napari_seem"
 PROGRESS_INTERVAL_MS = 250
 TILE_CHOICES = ("off", "auto", "256", "512", "1024")
-TILE_OVERLAP = 64  # px shared by neighbouring tiles (at most a quarter of the tile)
 
 
 def _presets() -> list[str]:
@@ -202,7 +202,7 @@ class SeemWidget(QWidget):
                                       "each tile at about its own scale (large fields with small objects): "
                                       "auto = the model's working size (512 px; 256 for the shipped model), "
                                       "or a tile side in pixels; tiles overlap by "
-                                      f"{TILE_OVERLAP} px (a quarter of smaller tiles)", editable=True)
+                                      f"{DEFAULT_OVERLAP} px (a quarter of smaller tiles)", editable=True)
         form.addRow("Tiles", self.tile_combo)
         return box
 
@@ -223,7 +223,7 @@ class SeemWidget(QWidget):
 
         _, tile = self._tiling()
         side = tile or default_tile(seg)
-        overlap = min(TILE_OVERLAP, side // 4)
+        overlap = min(DEFAULT_OVERLAP, side // 4)
         total = len(tile_starts(plane.shape[0], side, overlap)) * len(tile_starts(plane.shape[1], side, overlap))
         self._run(workers.segment_tiled, (seg, self._read_plane(image, plane), text, tile, overlap),
                   desc=f"{desc} ({total} tiles of {side} px)", on_result=write, on_yield=lambda step: None,

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..engine.image import DEFAULT_MAX_SIDE
 from ..engine.propagate import DIRECTIONS
+from ..engine.tiles import DEFAULT_OVERLAP
 from .spec import LABEL_FORMATS, ModelSpec, PromptSpec, RunOptions, vocabulary_arg
 
 #: the model without --model or a session: the official Focal-T v1 checkpoint when it is on this
@@ -180,7 +181,7 @@ def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label
 @click.option("--tile", default="off", metavar="PIXELS|auto|off",
               help="Text / vocabulary prompts tile by tile, each tile at about its own scale (large fields with small "
                    "objects): tile side, auto (the model's working size: 512, 256 for the shipped model) or off.")
-@click.option("--tile-overlap", type=click.IntRange(min=0), default=64, show_default=True,
+@click.option("--tile-overlap", type=click.IntRange(min=0), default=DEFAULT_OVERLAP, show_default=True,
               help="Pixels shared by neighbouring tiles (at least the largest object's diameter).")
 @click.option("--max-side", type=click.IntRange(min=32), default=DEFAULT_MAX_SIDE, help="Model-side long image side limit.")
 @click.option("--seed", type=int, default=0, help="Seed of SEEM's random draws (same seed, same labels).")

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..engine.image import DEFAULT_MAX_SIDE
 from ..engine.propagate import DIRECTIONS
+from ..engine.tiles import DEFAULT_OVERLAP
 
 PROMPT_KINDS = ("text", "vocabulary", "exemplar", "propagate")
 LABEL_FORMATS = ("tif", "zarr")
@@ -208,7 +209,7 @@ class RunOptions:
     chunk_frames: int = 16
     torch_threads: int | None = None
     tile: int | str | None = None
-    tile_overlap: int = 64
+    tile_overlap: int = DEFAULT_OVERLAP
 
     def __post_init__(self) -> None:
         if self.label_format not in LABEL_FORMATS:

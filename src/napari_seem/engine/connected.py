@@ -282,7 +282,7 @@ def grow_at_marks(mask: np.ndarray, prob: np.ndarray, marks: np.ndarray, negativ
 
 
 def cut_at_foreign_nuclei(mask: np.ndarray, prob: np.ndarray, positive: np.ndarray, nuclei: np.ndarray,
-                          min_inside: float = 0.5) -> np.ndarray:
+                          min_inside: float = 0.5, nucleus_areas: np.ndarray | None = None) -> np.ndarray:
     """Cut a cell's mask between its own nucleus and the other nuclei it covers.
 
     Own nuclei: those a positive prompt pixel falls on, else the one nearest to the prompt. Other
@@ -295,6 +295,8 @@ def cut_at_foreign_nuclei(mask: np.ndarray, prob: np.ndarray, positive: np.ndarr
         prob: ``[H, W]`` float mask probability.
         positive: ``[h, w]`` bool positive prompt region at any resolution (e.g. the model's).
         nuclei: ``[H, W]`` int label image of the nuclei on the image (0: none).
+        nucleus_areas: ``np.bincount(nuclei.ravel())``, when the caller keeps it for the image
+            (then a click costs the mask's bounding box, not the whole image).
 
     Returns:
         ``[H, W]`` bool, a subset of ``mask``; ``mask`` itself when it covers no other nucleus.
@@ -306,8 +308,9 @@ def cut_at_foreign_nuclei(mask: np.ndarray, prob: np.ndarray, positive: np.ndarr
     ids, counts = np.unique(covered[covered > 0], return_counts=True)
     if len(ids) < 2:
         return mask
-    area = np.bincount(nuclei.ravel(), minlength=int(ids.max()) + 1)[ids]
-    mostly = ids[counts >= min_inside * area]
+    if nucleus_areas is None:
+        nucleus_areas = np.bincount(nuclei.ravel())
+    mostly = ids[counts >= min_inside * nucleus_areas[ids]]
     prompt = resample_nearest(positive, mask.shape) & mask
     if len(mostly) < 2 or not prompt.any():
         return mask
@@ -323,8 +326,10 @@ def cut_at_foreign_nuclei(mask: np.ndarray, prob: np.ndarray, positive: np.ndarr
     foreign = np.setdiff1d(mostly, own)
     if not len(foreign):
         return mask
-    seeds = prompt | (np.isin(nuclei, own) & mask)
-    others = np.isin(nuclei, foreign) & mask & ~seeds
+    seeds = prompt.copy()  # the nuclei lie inside the mask's box: only the box is looked at
+    seeds[box] |= np.isin(nuclei[box], own) & mask[box]
+    others = np.zeros_like(mask)
+    others[box] = np.isin(nuclei[box], foreign) & mask[box] & ~seeds[box]
     return keep_prompted_regions(cut_at_negatives(mask, prob, seeds, others), prompt)
 
 

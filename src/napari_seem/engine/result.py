@@ -130,8 +130,7 @@ class Segmentation:
         return self._memory[row]
 
     def box(self, k: int) -> tuple[slice, slice] | None:
-        """Bounding box ``(rows, cols)`` slices of object ``k`` of a label-image result (None
-        when it has no pixel)."""
+        """Bounding box ``(rows, cols)`` slices of object ``k`` (None when it has no pixel)."""
         if self._labels is None:
             mask = self._masks[k]  # type: ignore[index]
             rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
@@ -196,11 +195,9 @@ class Segmentation:
             return Segmentation(masks, memory=self._memory_rows(idx), **common)
         lookup = np.zeros(len(self) + 1, dtype=np.int32)
         lookup[idx + 1] = np.arange(1, len(idx) + 1)
-        if self._memory is None or self._memory_index is None:
-            rows, row_index = self._memory, None if self._memory is None else idx
-        else:
-            rows, row_index = self._memory, self._memory_index[idx]
-        return Segmentation.from_labels(lookup[self._labels], memory=rows, memory_index=row_index, **common)
+        rows, index = self.memory_rows()  # the rows stay shared
+        return Segmentation.from_labels(lookup[self._labels], memory=rows,
+                                        memory_index=None if rows is None else index[idx], **common)
 
     def _memory_rows(self, idx: np.ndarray) -> np.ndarray | None:
         if self._memory is None:

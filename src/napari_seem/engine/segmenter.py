@@ -122,7 +122,7 @@ class Segmenter:
         self.connected_objects = bool(connected_objects)
         self.refine_text = bool(refine_text)
         self.cells_hold_one_nucleus = bool(cells_hold_one_nucleus)
-        self._nuclei: tuple[tuple, np.ndarray] | None = None  # (image and settings, the nuclei found there)
+        self._nuclei: tuple[tuple, tuple[np.ndarray, np.ndarray]] | None = None  # (image and settings, nuclei)
         self.text_cache_dir = default_cache_dir() if text_cache_dir == "default" else text_cache_dir
         if templates not in (True, False, "auto"):
             raise ValueError(f"templates must be True, False or 'auto', got {templates!r}")
@@ -411,30 +411,32 @@ class Segmenter:
                 positive_marks: np.ndarray | None = None) -> Segmentation:
         """Masks at the original resolution; with ``prompt_regions`` (the objects' positive
         prompts, ``[N, h, w]`` at model resolution), only the mask regions they touch are kept,
-        the part of a mask that one of its ``negative_regions`` falls in is cut off, and a mask
-        grows at its ``positive_marks`` (clicks, strokes) that fell outside it."""
+        the part of a mask that one of its ``negative_regions`` falls in is cut off, a mask
+        grows at its ``positive_marks`` (clicks, strokes) that fell outside it, and a cell is cut
+        between its own nucleus and the others it covers (``cells_hold_one_nucleus``)."""
         model_grid = self._to_model_grid(state, logits)
         full = logits_to_original(model_grid, state.prepared.original_shape)
         masks = (full > 0).cpu().numpy()
         probs = full.sigmoid()
         if prompt_regions is not None:
             masks = keep_prompted_regions_all(masks, prompt_regions)
+            nuclei = None
+            if self.cells_hold_one_nucleus and CELL in names and NUCLEUS in self._vocabulary.names:
+                nuclei, areas = self._nucleus_labels(state)
             for k in range(len(masks)):
                 negative = None if negative_regions is None else negative_regions[k]
                 cut = negative is not None and negative.any()
                 grow = positive_marks is not None and positive_marks[k].any()
-                if not (cut or grow):
+                cell = nuclei is not None and names[k] == CELL
+                if not (cut or grow or cell):
                     continue
-                prob = probs[k].cpu().numpy()  # once per object, for both rules
+                prob = probs[k].cpu().numpy()  # once per object, for every rule
                 if cut:
                     masks[k] = cut_at_negatives(masks[k], prob, prompt_regions[k], negative)
                 if grow:
                     masks[k] = grow_at_marks(masks[k], prob, positive_marks[k], negative)
-            cells = [k for k, name in enumerate(names) if name == CELL and masks[k].any()]
-            if cells and self.cells_hold_one_nucleus and NUCLEUS in self._vocabulary.names:
-                nuclei = self._nucleus_labels(state)
-                for k in cells:
-                    masks[k] = cut_at_foreign_nuclei(masks[k], probs[k].cpu().numpy(), prompt_regions[k], nuclei)
+                if cell:
+                    masks[k] = cut_at_foreign_nuclei(masks[k], prob, prompt_regions[k], nuclei, nucleus_areas=areas)
         inside = torch.from_numpy(masks).to(full.device).float()
         scores = ((probs * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp_min(1)).cpu().numpy()
         return Segmentation(
@@ -446,11 +448,13 @@ class Segmenter:
             object_ids=object_ids,
         )
 
-    def _nucleus_labels(self, state: _ImageState) -> np.ndarray:
-        """``[H, W]`` label image of the nuclei text search finds on the image (once per image)."""
+    def _nucleus_labels(self, state: _ImageState) -> tuple[np.ndarray, np.ndarray]:
+        """``[H, W]`` label image of the nuclei text search finds on the image, and each label's
+        pixel count (once per image)."""
         key = (state.key, tuple(self._vocabulary.names), self.refine_text)  # what text search depends on
         if self._nuclei is None or self._nuclei[0] != key:
-            self._nuclei = (key, self._text_search(NUCLEUS).to_labels())
+            labels = self._text_search(NUCLEUS).to_labels()
+            self._nuclei = (key, (labels, np.bincount(labels.ravel())))
         return self._nuclei[1]
 
     # ------------------------------------------------------------------ text
