@@ -92,6 +92,10 @@ class ImageFeatures:
         return sum(size for _, size in unique)
 
 
+#: ``INPUT.PAD_MODE`` values: how an image is padded to the size divisibility
+PAD_MODES = ("zeros", "replicate")
+
+
 class SEEM(nn.Module):
     """SEEM v1 with the official architecture and state-dict names.
 
@@ -116,6 +120,9 @@ class SEEM(nn.Module):
         self.register_buffer("pixel_mean", mean, persistent=False)
         self.register_buffer("pixel_std", std, persistent=False)
         self.size_divisibility = int(dec_cfg["SIZE_DIVISIBILITY"])
+        self.pad_mode = str(cfg["INPUT"].get("PAD_MODE", "zeros"))
+        if self.pad_mode not in PAD_MODES:
+            raise ValueError(f"INPUT.PAD_MODE must be one of {PAD_MODES}, got {self.pad_mode!r}")
         test_cfg = dec_cfg.get("TEST", {})
         self.object_mask_threshold = float(test_cfg.get("OBJECT_MASK_THRESHOLD", 0.8))
         self.overlap_threshold = float(test_cfg.get("OVERLAP_THRESHOLD", 0.8))
@@ -147,21 +154,25 @@ class SEEM(nn.Module):
         return (height + d - 1) // d * d, (width + d - 1) // d * d
 
     def preprocess(self, image: Tensor) -> Tensor:
-        """Normalise an RGB image and zero-pad it (official preprocessing).
+        """Normalise an RGB image and pad it (official preprocessing with ``PAD_MODE: zeros``).
 
         Args:
             image: ``[3, H, W]`` RGB on the 0..255 scale (any dtype), at model resolution.
 
         Returns:
-            ``[1, 3, Hp, Wp]`` float tensor: ``(image - mean) / std``, then zero padding
-            bottom/right to the size divisibility.
+            ``[1, 3, Hp, Wp]`` float tensor: ``(image - mean) / std``, then padded bottom/right to
+            the size divisibility: with zeros (the mean colour; the official models, trained on
+            padded crops) or, with ``INPUT.PAD_MODE: replicate``, with copies of the last row and
+            column (models that never saw padding in training, such as the shipped one).
         """
         if image.ndim != 3 or image.shape[0] != 3:
             raise ValueError(f"expected an RGB image tensor [3, H, W], got shape {tuple(image.shape)}")
-        x = (image.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
+        x = ((image.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std).unsqueeze(0)
         hp, wp = self.padded_size(*x.shape[-2:])
-        x = F.pad(x, (0, wp - x.shape[-1], 0, hp - x.shape[-2]))
-        return x.unsqueeze(0)
+        if (hp, wp) != tuple(x.shape[-2:]):
+            mode = "constant" if self.pad_mode == "zeros" else self.pad_mode
+            x = F.pad(x, (0, wp - x.shape[-1], 0, hp - x.shape[-2]), mode=mode)
+        return x
 
     def encode_image(self, image: Tensor) -> ImageFeatures:
         """Run backbone + pixel decoder once; the result serves any number of decodes.

@@ -1,6 +1,6 @@
 """Quality of a model on held-out synthetic data, measured through the engine (what users run).
 
-Protocol (all images 256 x 256, seeds below :data:`~napari_seem.train.data.TRAIN_SEED_OFFSET`, so
+Protocol (all images 256 x 256 unless ``shape`` says otherwise, seeds below :data:`~napari_seem.train.data.TRAIN_SEED_OFFSET`, so
 never seen in training):
 
 * ``click``: one positive click at the centre of an object's visible part (``object_centre`` of
@@ -89,17 +89,18 @@ def make_segmenter(model, **kwargs) -> Segmenter:
 
 def evaluate(model, n_images: int = 6, n_sequences: int = 2, max_clicks: int = 20, noc_per_class: int = 2,
              min_area: int = 60, seed: int = EVAL_SEED, corrected_propagation: bool = False,
-             **segmenter_options) -> QualityReport:
+             shape: tuple[int, int] = (256, 256), **segmenter_options) -> QualityReport:
     """Measure every acceptance metric on held-out synthetic data (``segmenter_options`` go to
     the :class:`Segmenter`, e.g. ``connected_objects=False`` for SEEM's raw masks;
-    ``corrected_propagation`` adds the ``propagation_corrected`` diagnostic)."""
+    ``corrected_propagation`` adds the ``propagation_corrected`` diagnostic; ``shape``: the
+    images' and time-lapses' size, 256 x 256 for the acceptance targets)."""
     seg = make_segmenter(model, **segmenter_options)
     report = QualityReport()
     clicks: dict[str, list[float]] = {"nucleus": [], "cell": []}
     nocs: dict[str, list[int]] = {"nucleus": [], "cell": []}
     text_ious, recalls, correct, matched = [], [], 0, 0
     for i in range(n_images):
-        s = make_image((256, 256), seed=seed + i)
+        s = make_image(shape, seed=seed + i)
         seg.set_image(s.image)
         taken = {"nucleus": 0, "cell": 0}
         for obj, full, visible in _targets(s, min_area):
@@ -135,10 +136,10 @@ def evaluate(model, n_images: int = 6, n_sequences: int = 2, max_clicks: int = 2
     report.text_nucleus_recall50 = float(np.mean(recalls))
     report.automatic_matched = matched
     report.automatic_class_accuracy = correct / matched if matched else 0.0
-    report.propagation_iou, report.propagation_identity = _propagation_mean(seg, seed, n_sequences, max_clicks=0)
+    report.propagation_iou, report.propagation_identity = _propagation_mean(seg, seed, n_sequences, 0, shape)
     if corrected_propagation:
         report.propagation_corrected_iou, report.propagation_corrected_identity = _propagation_mean(
-            seg, seed, n_sequences, max_clicks=max_clicks)
+            seg, seed, n_sequences, max_clicks, shape)
     report.counts = {"click_nucleus": len(clicks["nucleus"]), "click_cell": len(clicks["cell"]),
                      "noc_nucleus": len(nocs["nucleus"]), "noc_cell": len(nocs["cell"]),
                      "text_nuclei": len(text_ious), "sequences": n_sequences}
@@ -165,26 +166,28 @@ def _correct(seg: Segmenter, full: np.ndarray, point, result, max_clicks: int):
     return max_clicks, result
 
 
-def _propagation_mean(seg: Segmenter, seed: int, n_sequences: int, max_clicks: int) -> tuple[float, float]:
+def _propagation_mean(seg: Segmenter, seed: int, n_sequences: int, max_clicks: int,
+                      shape: tuple[int, int] = (256, 256)) -> tuple[float, float]:
     """Mean IoU and share of identities kept over the propagated nuclei and cells."""
     prop_ious, identity = [], []
     for i in range(n_sequences):
         for class_name in ("nucleus", "cell"):
-            ious, kept = _propagation(seg, seed + 1000 + i, class_name, max_clicks)
+            ious, kept = _propagation(seg, seed + 1000 + i, class_name, max_clicks, shape)
             if ious:
                 prop_ious.extend(ious)
                 identity.append(kept)
     return float(np.mean(prop_ious)), float(np.mean(identity))
 
 
-def _propagation(seg: Segmenter, seed: int, class_name: str, max_clicks: int = 0) -> tuple[list[float], bool]:
+def _propagation(seg: Segmenter, seed: int, class_name: str, max_clicks: int = 0,
+                 shape: tuple[int, int] = (256, 256)) -> tuple[list[float], bool]:
     """Propagate a click on the largest object of ``class_name`` present in all 20 frames
     (first corrected with up to ``max_clicks`` clicks, see :func:`_correct`, when > 0).
 
     Returns the IoUs of frames 1..19 (0 where the object was lost) and whether its identity was
     kept (the same id with IoU >= 0.5 on every frame).
     """
-    seq = make_sequence(20, (256, 256), seed=seed, axis="t")
+    seq = make_sequence(20, shape, seed=seed, axis="t")
     maps = seq.nuclei if class_name == "nucleus" else seq.cells
     tracks = [t for t in seq.tracks if t["n_frames"] == 20 and t["class"] == class_name]
     if not tracks:
