@@ -43,17 +43,34 @@ def test_replicate_padding_copies_the_last_row_and_column(tiny_cfg):
     torch.testing.assert_close(model.preprocess(_image(64, 96))[0], (_image(64, 96) - model.pixel_mean) / model.pixel_std)
 
 
-def test_unknown_pad_mode_is_refused(tiny_cfg):
+def test_unknown_pad_mode_or_negative_minimum_is_refused(tiny_cfg):
     with pytest.raises(ValueError, match="INPUT.PAD_MODE"):
         build_seem(_with_pad_mode(tiny_cfg, "mirror"))
+    with pytest.raises(ValueError, match="INPUT.MIN_PADDED_SIZE"):
+        build_seem({**tiny_cfg, "INPUT": {**tiny_cfg["INPUT"], "MIN_PADDED_SIZE": -1}})
+
+
+def test_a_small_image_is_padded_up_to_the_minimum_size(tiny_cfg):
+    cfg = _with_pad_mode(tiny_cfg, "replicate")
+    model = build_seem({**cfg, "INPUT": {**cfg["INPUT"], "MIN_PADDED_SIZE": 150}})
+    assert model.padded_size(100, 72) == (160, 160)  # 150, then the next multiple of 32
+    assert model.padded_size(300, 72) == (320, 160)
+    x = model.preprocess(_image(100, 72))[0]
+    assert x.shape == (3, 160, 160)
+    expected = (_image(100, 72) - model.pixel_mean) / model.pixel_std
+    torch.testing.assert_close(x[:, :100, :72], expected)
+    torch.testing.assert_close(x[:, 159, :72], expected[:, -1, :])
+    assert tiny_cfg["INPUT"].get("MIN_PADDED_SIZE") is None and build_seem(tiny_cfg).padded_size(100, 72) == (128, 96)
 
 
 def test_the_shipped_model_pads_by_replication_and_its_cached_features_say_so():
-    """The shipped model never saw padding in training (its images are multiples of 32 px); its
-    config asks for replication, and a feature cache on disk must not serve features padded the
-    other way."""
+    """The shipped model never saw padding in training (its images are multiples of 32 px, 192 to
+    256 px in its last phases); its config asks for replication up to 256 px, and a feature cache
+    on disk must not serve features padded another way."""
     model = load_shipped_model("seem_tiny_synthetic")
-    assert model.pad_mode == "replicate"
-    replicate = model_fingerprint(model)
+    assert (model.pad_mode, model.min_padded_size) == ("replicate", 256)
+    shipped = model_fingerprint(model)
+    model.min_padded_size = 0
+    no_minimum = model_fingerprint(model)
     model.pad_mode = "zeros"
-    assert model_fingerprint(model) != replicate
+    assert len({shipped, no_minimum, model_fingerprint(model)}) == 3

@@ -113,6 +113,26 @@ def test_training_is_deterministic_and_learns(tiny_yaml, tmp_path):
     assert (tmp_path / "a" / "checkpoint.pt").is_file()
 
 
+def test_training_runs_at_the_sizes_given_and_keeps_the_minimum_padded_size(tiny_yaml, tmp_path, monkeypatch):
+    """``INPUT.MIN_PADDED_SIZE`` is an inference setting: training sees its images at their own
+    (padded to 32) size, and the trained model keeps the setting for inference."""
+    import napari_seem.train.loop as loop
+
+    seen = []
+    real_step = loop.training_step
+
+    def recording_step(model, sample, *args, **kwargs):
+        seen.append(model.padded_size(*sample.rgb.shape[-2:]))
+        return real_step(model, sample, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "training_step", recording_step)
+    model = build_seem(tiny_yaml)
+    model.min_padded_size = 256
+    train(model, TrainConfig(steps=2, image_sizes=(64,), seed=5, warmup=1), tmp_path, log=lambda _: None)
+    assert seen == [(64, 64), (64, 64)]
+    assert model.min_padded_size == 256 and model.padded_size(64, 64) == (256, 256)
+
+
 def test_point_sampled_losses_train_deterministically_without_full_masks(tiny_yaml, tmp_path, monkeypatch):
     """``mask_points``: SEEM's point-sampled mask losses; the points come from the step's seeded
     generator, so a run is reproducible, and no full-resolution mask loss is computed."""

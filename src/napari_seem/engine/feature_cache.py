@@ -24,11 +24,11 @@ def image_signature(image: np.ndarray, *extra: Hashable) -> str:
 
 def model_fingerprint(model: torch.nn.Module) -> str:
     """Content hash of a model's weights (names, shapes and values) and of its input padding, when
-    not the official zeros (stable across sessions)."""
+    not the official one (stable across sessions)."""
     digest = hashlib.blake2b(digest_size=12)
-    pad_mode = getattr(model, "pad_mode", "zeros")
-    if pad_mode != "zeros":
-        digest.update(f"pad_mode={pad_mode}".encode())
+    pad_mode, min_size = getattr(model, "pad_mode", "zeros"), getattr(model, "min_padded_size", 0)
+    if pad_mode != "zeros" or min_size:
+        digest.update(f"pad_mode={pad_mode},min_padded_size={min_size}".encode())
     for name, tensor in model.state_dict().items():
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

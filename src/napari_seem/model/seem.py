@@ -123,6 +123,9 @@ class SEEM(nn.Module):
         self.pad_mode = str(cfg["INPUT"].get("PAD_MODE", "zeros"))
         if self.pad_mode not in PAD_MODES:
             raise ValueError(f"INPUT.PAD_MODE must be one of {PAD_MODES}, got {self.pad_mode!r}")
+        self.min_padded_size = int(cfg["INPUT"].get("MIN_PADDED_SIZE", 0))
+        if self.min_padded_size < 0:
+            raise ValueError(f"INPUT.MIN_PADDED_SIZE must be >= 0 pixels, got {self.min_padded_size}")
         test_cfg = dec_cfg.get("TEST", {})
         self.object_mask_threshold = float(test_cfg.get("OBJECT_MASK_THRESHOLD", 0.8))
         self.overlap_threshold = float(test_cfg.get("OVERLAP_THRESHOLD", 0.8))
@@ -147,7 +150,9 @@ class SEEM(nn.Module):
 
     # ------------------------------------------------------------------ encoding
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
-        """Size after zero-padding bottom/right to a multiple of the size divisibility."""
+        """Size after padding bottom/right to a multiple of the size divisibility, and to at least
+        ``INPUT.MIN_PADDED_SIZE`` on each side (napari-seem's field, default 0)."""
+        height, width = max(height, self.min_padded_size), max(width, self.min_padded_size)
         d = self.size_divisibility
         if d <= 1:
             return height, width
@@ -161,9 +166,10 @@ class SEEM(nn.Module):
 
         Returns:
             ``[1, 3, Hp, Wp]`` float tensor: ``(image - mean) / std``, then padded bottom/right to
-            the size divisibility: with zeros (the mean colour; the official models, trained on
-            padded crops) or, with ``INPUT.PAD_MODE: replicate``, with copies of the last row and
-            column (models that never saw padding in training, such as the shipped one).
+            the size divisibility (and ``INPUT.MIN_PADDED_SIZE``): with zeros (the mean colour;
+            the official models, trained on padded crops) or, with ``INPUT.PAD_MODE: replicate``,
+            with copies of the last row and column (models that never saw padding in training,
+            such as the shipped one).
         """
         if image.ndim != 3 or image.shape[0] != 3:
             raise ValueError(f"expected an RGB image tensor [3, H, W], got shape {tuple(image.shape)}")

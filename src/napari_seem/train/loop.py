@@ -181,38 +181,44 @@ def train(
             average.state = state["ema"]
         start = int(state["step"])
         log(f"resumed from {ckpt_path} at step {start}")
-    progress = Progress(cfg.steps, start)
-    running: dict[str, float] = {}
-    for step in range(start, cfg.steps):
-        seed = sample_seed(cfg.seed, step)
-        sample: Sample = data.sample(seed) if data is not None else synthetic_sample(
-            seed, cfg.image_sizes[seed % len(cfg.image_sizes)], zoom=cfg.zoom)
-        rng = np.random.default_rng(seed + 1)
-        generator = torch.Generator().manual_seed(seed % (1 << 62))
-        factor = lr_factor(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * factor * group["lr_scale"]
-        losses = training_step(model, sample, text_bank, cfg.objective, rng, generator)
-        optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        if average is not None:
-            average.update(model)
-        for k, v in losses.items():
-            value = float(v.detach())
-            running[k] = 0.98 * running.get(k, value) + 0.02 * value
-        progress.update(" ".join(f"{k}={v:.3f}" for k, v in running.items()))
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
-                          "config": asdict(cfg)}
+    # the model learns at the sizes it is given: the config's minimum padded size (an inference
+    # setting, see SEEM.padded_size) would pad the recipe's 128-192 px images to 256 px
+    min_padded_size, model.min_padded_size = model.min_padded_size, 0
+    try:
+        progress = Progress(cfg.steps, start)
+        running: dict[str, float] = {}
+        for step in range(start, cfg.steps):
+            seed = sample_seed(cfg.seed, step)
+            sample: Sample = data.sample(seed) if data is not None else synthetic_sample(
+                seed, cfg.image_sizes[seed % len(cfg.image_sizes)], zoom=cfg.zoom)
+            rng = np.random.default_rng(seed + 1)
+            generator = torch.Generator().manual_seed(seed % (1 << 62))
+            factor = lr_factor(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * factor * group["lr_scale"]
+            losses = training_step(model, sample, text_bank, cfg.objective, rng, generator)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
             if average is not None:
-                checkpoint["ema"] = average.state
-            torch.save(checkpoint, ckpt_path)
-            log(f"step {step + 1}: " + " ".join(f"{k}={v:.4f}" for k, v in running.items()))
-    progress.close()
-    if average is not None:
-        average.copy_to(model)
+                average.update(model)
+            for k, v in losses.items():
+                value = float(v.detach())
+                running[k] = 0.98 * running.get(k, value) + 0.02 * value
+            progress.update(" ".join(f"{k}={v:.3f}" for k, v in running.items()))
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
+                              "config": asdict(cfg)}
+                if average is not None:
+                    checkpoint["ema"] = average.state
+                torch.save(checkpoint, ckpt_path)
+                log(f"step {step + 1}: " + " ".join(f"{k}={v:.4f}" for k, v in running.items()))
+        progress.close()
+        if average is not None:
+            average.copy_to(model)
+    finally:
+        model.min_padded_size = min_padded_size
     model.eval()
     return model
 
