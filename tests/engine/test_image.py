@@ -12,6 +12,28 @@ def test_uint8_rgb_used_as_is():
     np.testing.assert_array_equal(out, img.astype(np.float32))
 
 
+def test_dim_uint8_is_brightened_by_a_gain_that_keeps_zero():
+    """An under-exposed 8-bit image (bright end below DIM_BRIGHT_END) is multiplied so that its
+    99.8th percentile lands at BRIGHT_END; a normally exposed one, an all-dark one and any other
+    normalisation are left alone."""
+    from napari_seem.engine.image import BRIGHT_END, DIM_BRIGHT_END
+
+    rng = np.random.default_rng(2)
+    bright = rng.integers(5, 230, (60, 50)).astype(np.uint8)
+    assert np.percentile(bright, 99.8) >= DIM_BRIGHT_END
+    np.testing.assert_array_equal(to_rgb_255(bright)[..., 0], bright)
+    dim = (bright // 4).astype(np.uint8)
+    end = np.percentile(dim, 99.8)
+    assert 1 <= end < DIM_BRIGHT_END
+    out = to_rgb_255(dim)[..., 0]
+    np.testing.assert_allclose(out, np.clip(dim * (BRIGHT_END / end), 0, 255), rtol=1e-6)
+    assert out.min() == pytest.approx(dim.min() * BRIGHT_END / end) and np.percentile(out, 99.8) == pytest.approx(BRIGHT_END)
+    np.testing.assert_array_equal(to_rgb_255(dim, normalize="none")[..., 0], dim)
+    dark = np.zeros((100, 100), np.uint8)  # bright end 0: nothing to scale
+    dark[0, 0] = 3
+    np.testing.assert_array_equal(to_rgb_255(dark)[..., 0], dark)
+
+
 def test_gray_uint16_percentile_stretch():
     rng = np.random.default_rng(1)
     img = rng.integers(1000, 3000, (50, 40)).astype(np.uint16)
@@ -26,10 +48,10 @@ def test_gray_uint16_percentile_stretch():
 
 def test_rgba_drops_alpha_and_channel_selection():
     img = np.zeros((8, 9, 4), dtype=np.uint8)
-    img[..., 0] = 10
+    img[..., 0] = 200
     img[..., 3] = 255
     assert to_rgb_255(img).shape == (8, 9, 3)
-    assert to_rgb_255(img)[..., 0].max() == 10
+    assert to_rgb_255(img)[..., 0].max() == 200 and to_rgb_255(img)[..., 1:].max() == 0
     multi = np.random.default_rng(0).random((8, 9, 5)).astype(np.float32)
     out = to_rgb_255(multi, channel=2)
     assert out.shape == (8, 9, 3)

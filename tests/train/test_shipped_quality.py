@@ -32,12 +32,15 @@ NOC_CEILING = 6.5  # measured: 3.5 (4.4 without the cut between a cell's nuclei,
 NOC_CEILING_NUCLEI = 12.5  # measured: 8.5 (without the growth at positive clicks 10.6, without the cut 9.5)
 
 
-def click_ious(model, n_images: int = 2, shape: tuple[int, int] = (256, 256), **segmenter_options) -> dict[str, float]:
+def click_ious(model, n_images: int = 2, shape: tuple[int, int] = (256, 256), exposure: float = 1.0,
+               normalize: str = "auto", **segmenter_options) -> dict[str, float]:
+    """Single click at each object's centre; ``exposure`` scales the (8-bit) images' intensities."""
     seg = make_segmenter(model, **segmenter_options)
     ious: dict[str, list[float]] = {"nucleus": [], "cell": []}
     for i in range(n_images):
         s = make_image(shape, seed=EVAL_SEED + i)
-        seg.set_image(s.image)
+        image = s.image if exposure == 1.0 else np.round(s.image * exposure).astype(s.image.dtype)
+        seg.set_image(image, normalize=normalize)
         for obj, full, _ in _targets(s, min_area=60):
             result = seg.predict(ObjectPrompt(points=[object_centre(s.instances, obj["id"])]))
             ious[obj["class"]].append(iou(result.masks[0], full))
@@ -312,3 +315,15 @@ def test_an_image_smaller_than_the_training_images_is_padded_up_to_their_size(sh
     for name in CLICK_FLOOR:
         assert padded[0][name] >= unpadded[0][name] + 0.02, (name, padded, unpadded)
     assert padded[1] >= unpadded[1] + 0.02, (padded, unpadded)
+
+
+def test_an_under_exposed_8bit_image_segments_as_well_as_a_normal_one(shipped):
+    """An 8-bit image whose bright end is below 96 is brightened by a gain (engine/image.py).
+    Held-out images 0-5 at a quarter of their exposure, measured: single click 0.752 / 0.837, as
+    at full exposure (0.742 / 0.818), against 0.587 / 0.622 used as they are."""
+    normal = click_ious(shipped, n_images=6)
+    dim = click_ious(shipped, n_images=6, exposure=0.25)
+    as_is = click_ious(shipped, n_images=6, exposure=0.25, normalize="none")
+    for name in CLICK_FLOOR:
+        assert dim[name] >= normal[name] - 0.03, (name, dim, normal)
+        assert dim[name] >= as_is[name] + 0.1, (name, dim, as_is)

@@ -8,9 +8,15 @@ What is done to an image, in order (:func:`prepare_image`):
 2. **Validation**: empty images, NaN/inf pixels and non-numeric dtypes raise ``ValueError``.
 3. **Intensity** (``normalize``):
    - ``"auto"`` (default): ``uint8`` images are used as they are (natural-image statistics,
-     as SEEM was trained); any other dtype (``uint16``, ``float``, ...) is rescaled so that the
-     1st..99.8th percentile maps to 0..255 (clipped). Microscopy intensities vary over orders of
-     magnitude; a robust percentile stretch puts them where the model's pixel statistics are.
+     as SEEM was trained), unless they are dim: one whose bright end (99.8th percentile) lies
+     below :data:`DIM_BRIGHT_END` is multiplied so that its bright end lands at
+     :data:`BRIGHT_END` (zero stays zero, so the background keeps its level relative to the
+     signal); an under-exposed 8-bit fluorescence image is otherwise far from any training image
+     (the shipped model: single click 0.80 / 0.80 on nuclei / cells at normal exposure, 0.64 /
+     0.64 at a quarter of it, 0.80 / 0.80 with this gain). Any other dtype (``uint16``,
+     ``float``, ...) is rescaled so that the 1st..99.8th percentile maps to 0..255 (clipped).
+     Microscopy intensities vary over orders of magnitude; a robust percentile stretch puts them
+     where the model's pixel statistics are.
    - ``"percentile"``: that stretch for every dtype; ``(low, high)``: fixed intensity range;
      ``"none"``: values used as they are (must already be on a 0..255 scale).
    A constant image maps to 0.
@@ -38,6 +44,11 @@ Normalize = Union[str, tuple[float, float]]
 DEFAULT_SHORT_SIDE = 512
 DEFAULT_MAX_SIDE = 1024
 PERCENTILES = (1.0, 99.8)
+#: ``"auto"``: a ``uint8`` image whose 99.8th percentile is below this level counts as dim ...
+DIM_BRIGHT_END = 96.0
+#: ... and is multiplied so that its 99.8th percentile lands here (8-bit fluorescence is usually
+#: exposed to 40-85 % of the range; the shipped model's training images: 95-221, median 164)
+BRIGHT_END = 160.0
 
 
 @dataclass(frozen=True)
@@ -103,7 +114,9 @@ def to_rgb_255(image: np.ndarray, normalize: Normalize = "auto", channel: int | 
 def _rescale(arr: np.ndarray, normalize: Normalize) -> np.ndarray:
     if isinstance(normalize, tuple):
         low, high = float(normalize[0]), float(normalize[1])
-    elif normalize == "none" or (normalize == "auto" and arr.dtype == np.uint8):
+    elif normalize == "auto" and arr.dtype == np.uint8:
+        return _brighten_if_dim(arr)
+    elif normalize == "none":
         return arr.astype(np.float32, copy=False)
     elif normalize in ("auto", "percentile"):
         low, high = (float(v) for v in np.percentile(arr, PERCENTILES))
@@ -116,6 +129,17 @@ def _rescale(arr: np.ndarray, normalize: Normalize) -> np.ndarray:
         return np.zeros(arr.shape, dtype=np.float32)
     scaled = (arr.astype(np.float32) - low) * (255.0 / (high - low))
     return np.clip(scaled, 0.0, 255.0)
+
+
+def _brighten_if_dim(arr: np.ndarray) -> np.ndarray:
+    """A ``uint8`` image as float32 0..255, multiplied up when its bright end is below
+    :data:`DIM_BRIGHT_END` (an all-dark image, bright end < 1, is left as it is)."""
+    out = arr.astype(np.float32)
+    bright_end = float(np.percentile(arr, PERCENTILES[1]))
+    if 1.0 <= bright_end < DIM_BRIGHT_END:
+        out *= np.float32(BRIGHT_END / bright_end)
+        np.clip(out, 0.0, 255.0, out=out)
+    return out
 
 
 def prepare_image(
