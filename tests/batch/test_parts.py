@@ -186,6 +186,9 @@ def small_inputs(tmp_path_factory):
     (["--seed-point", "1,2", "--max-step", "-3"], "auto or off"),
     (["--text", "a", "--short-side", "16"], "auto or native"),
     (["--text", "a", "--short-side", "big"], "auto or native"),
+    (["--text", "a", "--scale", "0"], "--scale"),
+    (["--text", "a", "--scale", "20"], "--scale"),
+    (["--text", "a", "--scale", "0.5", "--short-side", "384"], "exclude each other"),
     (["--session", "{root}"], "not a napari-seem session"),
     (["--text", "a", "--tile", "16"], "auto or off"),
     (["--seed-point", "1,2", "--tile", "auto"], "--tile applies to --text and --vocabulary"),
@@ -243,3 +246,14 @@ def test_short_side_auto_keeps_the_models_own_resolution():
     assert ModelSpec("seem_focalt_v1", short_side=None).resolution() == {"short_side": None, "max_side": 1024}
     with pytest.raises(ValueError, match="short side"):
         ModelSpec("seem_focalt_v1", short_side="wide").check(device=False)
+
+
+def test_scale_reaches_the_segmenter():
+    from napari_seem.batch.tasks import get_segmenter
+
+    spec = ModelSpec("seem_tiny_synthetic", device="cpu", scale=0.5)
+    assert spec.resolution() == {"max_side": 1024, "scale": 0.5} and spec.describe()["scale"] == 0.5
+    seg = get_segmenter(spec)
+    assert seg.scale == 0.5 and seg.short_side is None
+    with pytest.raises(ValueError, match="scale"):
+        ModelSpec("seem_tiny_synthetic", scale=-1.0).check(device=False)

@@ -95,3 +95,13 @@ def test_prepare_image_resizes_and_maps_back():
     logits = torch.randn(2, 128, 192)
     back = logits_to_original(logits, prep.original_shape)
     assert tuple(back.shape) == (2, 64, 96)
+
+
+def test_prepare_image_scale_resizes_by_one_factor_whatever_the_size():
+    img = np.random.default_rng(3).integers(0, 256, (100, 60), dtype=np.uint8)
+    half = prepare_image(img, scale=0.5)
+    assert half.model_shape == (50, 30) and tuple(half.rgb.shape) == (3, 50, 30)
+    assert half.scale == (0.5, 0.5) and half.original_shape == (100, 60)
+    # short_side and max_side are not used with a scale
+    assert prepare_image(img, scale=1.5, short_side=512, max_side=64).model_shape == (150, 90)
+    assert prepare_image(img, scale=0.001).model_shape == (1, 1)

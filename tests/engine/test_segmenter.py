@@ -211,3 +211,35 @@ def test_rejected_image_keeps_the_current_one(tiny_segmenter, cells):
         tiny_segmenter.set_image(np.full((10, 10), np.nan))
     assert tiny_segmenter.image_shape == cells.shape[:2]
     assert len(tiny_segmenter.predict(ObjectPrompt(points=[(40, 50)]))) == 1
+
+
+def test_scale_resizes_every_image_and_re_encodes_when_it_changes(tiny_model, cells, monkeypatch):
+    seg = Segmenter(tiny_model, device="cpu", short_side=64, scale=0.5, text_cache_dir=None)
+    calls = []
+    original = seg.model.encode_image
+    monkeypatch.setattr(seg.model, "encode_image", lambda rgb: calls.append(tuple(rgb.shape[-2:])) or original(rgb))
+    seg.set_image(cells)
+    assert calls == [(48, 60)]  # 96 x 120 at half size; short_side is not used
+    result = seg.predict(ObjectPrompt(points=[(40, 50)]))
+    assert result.masks.shape == (1, 96, 120)
+    seg.scale = 0.75
+    seg.set_image(cells)
+    assert calls[-1] == (72, 90)
+    with pytest.raises(ValueError, match="another size"):
+        seg.predict(ObjectPrompt(points=[(40, 50)]), previous=result)
+    seg.scale = 0.5
+    seg.set_image(cells)  # seen at this scale before: from the cache
+    assert len(calls) == 2
+    seg.scale = None
+    seg.set_image(cells)
+    assert calls[-1] == (64, 80)  # short_side again
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, 9.0, True, "half"])
+def test_bad_scale_is_refused(tiny_model, bad):
+    with pytest.raises(ValueError, match="scale must be a factor"):
+        Segmenter(tiny_model, device="cpu", scale=bad, text_cache_dir=None)
+    seg = Segmenter(tiny_model, device="cpu", text_cache_dir=None)
+    with pytest.raises(ValueError, match="scale must be a factor"):
+        seg.scale = bad
+    assert seg.scale is None

@@ -90,3 +90,6 @@ def test_tiles_check_their_arguments(segmenter):
 def test_default_tile_follows_the_segmenters_scale(tiny_model):
     assert default_tile(Segmenter(tiny_model, device="cpu", short_side=None, text_cache_dir=None)) == 256
     assert default_tile(Segmenter(tiny_model, device="cpu", short_side=384, text_cache_dir=None)) == 384
+    # with a scale, the image pixels that make the working size in model pixels
+    assert default_tile(Segmenter(tiny_model, device="cpu", short_side=None, scale=0.5, text_cache_dir=None)) == 512
+    assert default_tile(Segmenter(tiny_model, device="cpu", short_side=384, scale=2.0, text_cache_dir=None)) == 192

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from napari_seem._napari import layers as L
+from napari_seem.engine import ObjectPrompt
 from napari_seem._napari.widget import SeemWidget
 
 from _fakes import blobs
@@ -117,6 +118,32 @@ def test_tiles_box_segments_tile_by_tile_with_progress_and_cancel(setup, qtbot, 
     widget.segment_everything()
     assert "Tiles" in str(widget.last_error)
     widget.last_error = None
+
+
+def test_scale_box_resizes_images_for_the_model(setup, qtbot, engine):
+    viewer, widget = setup(blobs())
+    assert widget.scale_combo.currentText() == "auto" and engine.scale is None
+    points = viewer.add_points([[20, 20]], size=1, features={"label": ["positive"]})
+    widget.points_combo.setCurrentText(points.name)
+    widget.scale_combo.setCurrentText("0.5")
+    widget.segment()
+    _wait(qtbot, widget)
+    assert engine.scale == 0.5
+    engine.set_image(blobs())
+    expected = engine.predict(ObjectPrompt(points=[(20, 20)]))
+    out = viewer.layers["cells seem"]
+    np.testing.assert_array_equal(out.data > 0, expected.masks[0])
+    widget.scale_combo.setCurrentText("big")
+    widget.segment()
+    assert "Scale" in str(widget.last_error)
+    widget.last_error = None
+    widget.scale_combo.setCurrentText("auto")
+    widget.segment_everything()
+    _wait(qtbot, widget)
+    assert engine.scale is None
+    engine.scale = 1.5
+    widget.set_segmenter(engine)                          # a segmenter made with a scale shows it
+    assert widget.scale_combo.currentText() == "1.5"
 
 
 def test_propagation_with_cancel_keeps_finished_frames(setup, qtbot):

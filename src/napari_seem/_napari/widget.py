@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..engine.image import MAX_SCALE
 from ..engine.result import Segmentation
 from ..engine.tiles import DEFAULT_OVERLAP
 from . import layers as L
@@ -43,6 +44,7 @@ POINT_COLORS = {"positive": "lime", "negative": "magenta"}
 METADATA_KEY = "napari_seem"
 PROGRESS_INTERVAL_MS = 250
 TILE_CHOICES = ("off", "auto", "256", "512", "1024")
+SCALE_CHOICES = ("auto", "0.25", "0.5", "0.75", "1", "1.5", "2")
 
 
 def _presets() -> list[str]:
@@ -145,6 +147,13 @@ class SeemWidget(QWidget):
         form.addRow("Model", row)
         self.device_combo = self._combo(list(DEVICES), "Where the model runs (auto: GPU when available)")
         form.addRow("Device", self.device_combo)
+        self.scale_combo = self._combo(list(SCALE_CHOICES), "Resize images by this factor before the model sees "
+                                       "them: below 1 when the objects are larger than those the model knows "
+                                       "(the shipped model: nuclei about 10-34 px across, cells 28-56 px), above 1 "
+                                       "when they are smaller; auto = the model's own working size (512 px short "
+                                       "side for the official checkpoints, the image's own size for the shipped "
+                                       "model)", editable=True)
+        form.addRow("Scale", self.scale_combo)
         self.load_button = self._button("Load model", "Load the chosen model in the background", self.load_model)
         self.model_label = QLabel("no model loaded" if self.segmenter is None else "model ready")
         self.model_label.setToolTip("The model in use")
@@ -463,6 +472,8 @@ class SeemWidget(QWidget):
         own = getattr(segmenter, "model_name", None)
         self.model_name = own if isinstance(own, str) and own and own != "custom" else name
         self._last = None
+        own_scale = getattr(segmenter, "scale", None)
+        self.scale_combo.setCurrentText("auto" if own_scale is None else f"{own_scale:g}")
         self.connected_check.setChecked(bool(getattr(segmenter, "connected_objects", True)))
         self.nucleus_check.setChecked(bool(getattr(segmenter, "cells_hold_one_nucleus", True)))
         shown = self.model_name if self.model_name == name else f"{self.model_name} ({name})"
@@ -484,7 +495,24 @@ class SeemWidget(QWidget):
     def _require_model(self):
         if self.segmenter is None:
             raise ValueError("load a model first (Model → Load model)")
+        scale = self._scale()
+        if scale != getattr(self.segmenter, "scale", None):
+            self.segmenter.scale = scale
+            self._last = None  # a previous result at the other scale cannot be the memory prompt
         return self.segmenter
+
+    def _scale(self) -> float | None:
+        """The Scale box: a factor, or None for the model's own working size."""
+        text = self.scale_combo.currentText().strip().lower()
+        if text in ("", "auto"):
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 < value <= MAX_SCALE:
+            raise ValueError(f"Scale: expected auto or a factor above 0 and at most {MAX_SCALE:g}, got {text!r}")
+        return value
 
     def _run(self, job: Callable, args: tuple, desc: str, on_result: Callable | None = None,
              on_yield: Callable | None = None, total: int = 0):

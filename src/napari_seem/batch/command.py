@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..engine.image import DEFAULT_MAX_SIDE
+from ..engine.image import DEFAULT_MAX_SIDE, MAX_SCALE
 from ..engine.propagate import DIRECTIONS
 from ..engine.tiles import DEFAULT_OVERLAP
 from .spec import LABEL_FORMATS, ModelSpec, PromptSpec, RunOptions, vocabulary_arg
@@ -178,6 +178,9 @@ def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label
 @click.option("--short-side", default="auto", metavar="PIXELS|auto|native",
               help="Model-side short image side: pixels, the model's own (auto: 512 for the official "
                    "checkpoints, the image's size for the shipped model) or the image's own size (native).")
+@click.option("--scale", type=click.FloatRange(min=0, max=MAX_SCALE, min_open=True), default=None, metavar="FACTOR",
+              help="Resize every image by this factor instead of --short-side: below 1 for objects larger than those "
+                   "the model knows (the shipped model: nuclei about 10-34 px across), above 1 for smaller ones.")
 @click.option("--tile", default="off", metavar="PIXELS|auto|off",
               help="Text / vocabulary prompts tile by tile, each tile at about its own scale (large fields with small "
                    "objects): tile side, auto (the model's working size: 512, 256 for the shipped model) or off.")
@@ -199,7 +202,7 @@ def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(inputs, output, text, vocabulary, exemplar_image, exemplar_mask, exemplar_label, min_similarity,
             seed_labels, seed_points, start_frame, direction, stop_iou, min_score, max_step, session, model, config, device,
-            precision, short_side, tile, tile_overlap, max_side, seed, axes, channel, normalize, recursive, label_format, chunk_frames,
+            precision, short_side, scale, tile, tile_overlap, max_side, seed, axes, channel, normalize, recursive, label_format, chunk_frames,
             scheduler, workers, threads, overwrite, resume, quiet) -> None:
     """Segment images, z-stacks and time-lapses in INPUTS (files or folders) with one prompt.
 
@@ -218,7 +221,9 @@ def segment(inputs, output, text, vocabulary, exemplar_image, exemplar_mask, exe
                                              min_similarity, seed_labels, seed_points, start_frame, direction,
                                              stop_iou, min_score, session, channel, max_step_arg(max_step))
         spec = ModelSpec(_model_name(model or session_model or DEFAULT_MODEL), config=config, device=device, precision=precision,
-                         short_side=short_side_arg(short_side), max_side=max_side, seed=seed)
+                         short_side=short_side_arg(short_side), max_side=max_side, scale=scale, seed=seed)
+        if scale is not None and short_side != "auto":
+            raise click.UsageError("--scale and --short-side exclude each other")
         if tile_arg(tile) is not None and prompt.kind not in ("text", "vocabulary"):
             raise click.UsageError("--tile applies to --text and --vocabulary prompts")
         if isinstance(tile_arg(tile), int) and tile_overlap > tile_arg(tile) // 2:

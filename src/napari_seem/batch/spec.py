@@ -13,6 +13,7 @@ import numpy as np
 
 from ..engine.image import DEFAULT_MAX_SIDE
 from ..engine.propagate import DIRECTIONS
+from ..engine.image import MAX_SCALE
 from ..engine.tiles import DEFAULT_OVERLAP
 
 PROMPT_KINDS = ("text", "vocabulary", "exemplar", "propagate")
@@ -36,6 +37,8 @@ class ModelSpec:
             ``short_side="auto"``: the model's own (512 px for the official checkpoints, the image's
             own size for a shipped model trained on small images, see
             :meth:`~napari_seem.engine.Segmenter.from_pretrained`), None: the image's own size.
+        scale: resize every image by this factor instead (model pixels per image pixel; see
+            :class:`~napari_seem.engine.Segmenter`); None: ``short_side`` decides.
         seed: seed of SEEM's per-call random draws (same seed -> same labels).
     """
 
@@ -45,6 +48,7 @@ class ModelSpec:
     precision: str = "auto"
     short_side: int | str | None = AUTO_SHORT_SIDE
     max_side: int = DEFAULT_MAX_SIDE
+    scale: float | None = None
     seed: int = 0
 
     def describe(self) -> dict[str, Any]:
@@ -75,12 +79,16 @@ class ModelSpec:
                 isinstance(self.short_side, str) or self.short_side < 32) or self.max_side < 32:
             raise ValueError(f"short side must be 'auto', None or >= 32 pixels and max side >= 32 pixels, "
                              f"got {self.short_side!r} / {self.max_side}")
+        if self.scale is not None and not 0 < self.scale <= MAX_SCALE:
+            raise ValueError(f"scale must be a factor > 0 and <= {MAX_SCALE:g}, got {self.scale!r}")
 
     def resolution(self) -> dict[str, Any]:
         """The :meth:`Segmenter.from_pretrained` keywords of the model-side resolution."""
         sides: dict[str, Any] = {"max_side": self.max_side}
         if self.short_side != AUTO_SHORT_SIDE:
             sides["short_side"] = self.short_side
+        if self.scale is not None:
+            sides["scale"] = self.scale
         return sides
 
 

@@ -26,7 +26,10 @@ What is done to an image, in order (:func:`prepare_image`):
    within ``max_side`` (default 1024). Smaller images are upsampled to ``short_side`` too, so
    small objects cover enough feature-map pixels (SEEM's masks are read at stride 4).
    Memory and time scale with the model-side size only, so a 4k x 4k image costs the same as a
-   512 x 512 one. Masks are returned at the original size (:func:`logits_to_original`).
+   512 x 512 one. ``scale`` instead resizes every image by one factor (model pixels per image
+   pixel), whatever its size: the way to bring objects to the size a model was trained on (the
+   shipped model: nuclei about 10-34 px across, cells 28-56 px). Masks are returned at the
+   original size (:func:`logits_to_original`).
 
 Coordinates: everything here is (row, col) = (y, x), as napari.
 """
@@ -44,6 +47,8 @@ Normalize = Union[str, tuple[float, float]]
 DEFAULT_SHORT_SIDE = 512
 DEFAULT_MAX_SIDE = 1024
 PERCENTILES = (1.0, 99.8)
+#: the largest ``scale`` (model pixels per image pixel) a segmenter accepts
+MAX_SCALE = 8.0
 #: ``"auto"``: a ``uint8`` image whose 99.8th percentile is below this level counts as dim ...
 DIM_BRIGHT_END = 96.0
 #: ... and is multiplied so that its 99.8th percentile lands here (8-bit fluorescence is usually
@@ -148,14 +153,19 @@ def prepare_image(
     channel: int | None = None,
     short_side: int | None = DEFAULT_SHORT_SIDE,
     max_side: int = DEFAULT_MAX_SIDE,
+    scale: float | None = None,
 ) -> PreparedImage:
     """Validate, normalise and resize ``image`` for SEEM (see the module docstring).
 
-    ``short_side=None`` keeps the image's own size (the model pads it; no resizing).
+    ``short_side=None`` keeps the image's own size (the model pads it; no resizing); ``scale``
+    (when given, ``short_side`` and ``max_side`` are not used) resizes by that factor.
     """
     rgb = to_rgb_255(image, normalize=normalize, channel=channel)
     original = (int(rgb.shape[0]), int(rgb.shape[1]))
-    target = original if short_side is None else model_shape_for(original, short_side, max_side)
+    if scale is not None:
+        target = (max(1, round(original[0] * scale)), max(1, round(original[1] * scale)))
+    else:
+        target = original if short_side is None else model_shape_for(original, short_side, max_side)
     tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
     if target != original:
         tensor = F.interpolate(tensor[None], size=target, mode="bilinear", align_corners=False, antialias=True)[0]

@@ -38,7 +38,7 @@ from .connected import (
 )
 from .device import inference_context, release_memory, resolve_device
 from .feature_cache import FeatureCache, image_signature, model_fingerprint
-from .image import DEFAULT_MAX_SIDE, DEFAULT_SHORT_SIDE, Normalize, PreparedImage, logits_to_original, prepare_image
+from .image import DEFAULT_MAX_SIDE, DEFAULT_SHORT_SIDE, MAX_SCALE, Normalize, PreparedImage, logits_to_original, prepare_image
 from .prompts import ObjectPrompt, rasterize, stack_prompts
 from .result import Segmentation
 from .vocabulary import Vocabulary, default_cache_dir
@@ -67,6 +67,9 @@ class Segmenter:
         vocabulary: class names used to name masks (default: the 133 COCO panoptic classes).
         short_side, max_side: model-side resolution (see :mod:`napari_seem.engine.image`);
             ``short_side=None`` keeps the image's own size (padded only).
+        scale: resize every image by this factor instead (model pixels per image pixel, > 0 and
+            at most :data:`MAX_SCALE`; ``short_side`` and ``max_side`` are then not used): < 1
+            for objects larger than those the model was trained on, > 1 for smaller ones.
         cache_bytes: memory budget of the per-image feature cache (LRU).
         seed: seed of the per-call random generator (SEEM's random draws).
         text_cache_dir: where vocabulary text embeddings are kept between sessions
@@ -102,6 +105,7 @@ class Segmenter:
         vocabulary: Vocabulary | Sequence[str] | None = None,
         short_side: int | None = DEFAULT_SHORT_SIDE,
         max_side: int = DEFAULT_MAX_SIDE,
+        scale: float | None = None,
         cache_bytes: int = 1 << 30,
         seed: int = 0,
         text_cache_dir: str | Path | None = "default",
@@ -118,6 +122,7 @@ class Segmenter:
             max_side = 1024  # the SAM ViT backbone takes at most 1024 x 1024
         self.short_side = short_side
         self.max_side = max_side
+        self.scale = scale
         self.seed = int(seed)
         self.connected_objects = bool(connected_objects)
         self.refine_text = bool(refine_text)
@@ -137,6 +142,19 @@ class Segmenter:
         self._image: _ImageState | None = None
         self._lock = threading.RLock()
         self.model_name = "custom"
+
+    @property
+    def scale(self) -> float | None:
+        """Model pixels per image pixel for every image, or None (``short_side`` decides)."""
+        return self._scale
+
+    @scale.setter
+    def scale(self, value: float | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 < value <= MAX_SCALE):
+            raise ValueError(f"scale must be a factor > 0 and <= {MAX_SCALE} (model pixels per image pixel), "
+                             f"got {value!r}")
+        self._scale = None if value is None else float(value)
 
     @classmethod
     def from_pretrained(
@@ -211,8 +229,9 @@ class Segmenter:
     def _encode(self, image: np.ndarray, normalize: Normalize, channel: int | None,
                 replaces_current: bool = False) -> _ImageState:
         prepared = prepare_image(image, normalize=normalize, channel=channel,
-                                 short_side=self.short_side, max_side=self.max_side)
-        key = image_signature(np.asarray(image), str(normalize), channel, self.short_side, self.max_side, self._model_key)
+                                 short_side=self.short_side, max_side=self.max_side, scale=self.scale)
+        key = image_signature(np.asarray(image), str(normalize), channel, self.short_side, self.max_side, self.scale,
+                              self._model_key)
         features = self.cache.get(key)
         with inference_context(self.device, self.precision):
             if features is None:

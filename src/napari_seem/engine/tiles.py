@@ -44,8 +44,11 @@ MAX_SHARED = 0.5
 
 def default_tile(segmenter: "Segmenter") -> int:
     """The tile side a segmenter sees at about the scale it works at: its short side (512 px for
-    the official models), or :data:`NATIVE_TILE` when it works at the image's own size."""
-    return int(segmenter.short_side) if segmenter.short_side else NATIVE_TILE
+    the official models), or :data:`NATIVE_TILE` when it works at the image's own size; with a
+    ``scale``, the image pixels that make that many model pixels."""
+    working = int(segmenter.short_side) if segmenter.short_side else NATIVE_TILE
+    scale = getattr(segmenter, "scale", None)
+    return working if scale is None else max(32, round(working / scale))
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
