@@ -153,6 +153,15 @@ def test_prompt_from_session(tmp_path):
         prompt_from_session(tmp_path)
 
 
+def test_session_scale(tmp_path):
+    from napari_seem.batch.session import session_scale
+
+    assert session_scale(_session(tmp_path / "a", {"model": "m", "scale": 0.5, "text": "cell"})) == 0.5
+    for i, recorded in enumerate((None, "big", True, -1)):
+        assert session_scale(_session(tmp_path / f"b{i}", {"model": "m", "scale": recorded, "text": "cell"})) is None
+    assert session_scale(_session(tmp_path / "c", {"model": "m", "text": "cell"})) is None
+
+
 # ------------------------------------------------------------------------------- argument errors
 @pytest.fixture(scope="module")
 def small_inputs(tmp_path_factory):

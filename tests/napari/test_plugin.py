@@ -70,9 +70,11 @@ def test_reopened_session_prepares_its_model_and_classes(plugin, make_napari_vie
     widget = SeemWidget(viewer, segmenter=fake)
     widget.add_prompt_layers()
     viewer.layers["SEEM points"].add([[20, 20]])
+    widget.scale_combo.setCurrentText("0.75")
     widget.segment()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
     assert viewer.layers["cells seem"].metadata["napari_seem"]["model"] == "seem_tiny_synthetic"
+    assert fake.scale == 0.75 and viewer.layers["cells seem"].metadata["napari_seem"]["scale"] == 0.75
     viewer.layers.save(str(tmp_path / "work.seem"), plugin="napari-seem")
 
     other = make_napari_viewer()
@@ -82,12 +84,14 @@ def test_reopened_session_prepares_its_model_and_classes(plugin, make_napari_vie
     assert fresh.model_combo.currentText() == "seem_tiny_synthetic"
     assert "made with seem_tiny_synthetic" in fresh.model_label.text()
     assert fresh.vocab_edit.toPlainText().split() == ["cell", "nucleus", "debris"]
+    assert fresh.scale_combo.currentText() == "0.75"
     fresh.device_combo.setCurrentText("cpu")
     fresh.load_model()
     qtbot.waitUntil(lambda: fresh.worker is None, timeout=60_000)
     assert fresh.last_error is None, fresh.last_error
     assert fresh.model_name == "seem_tiny_synthetic"
     assert fresh.segmenter.vocabulary[:3] == ["cell", "nucleus", "debris"]
+    assert fresh.scale_combo.currentText() == "0.75" and fresh._require_model().scale == 0.75
 
 
 def test_console_helpers(make_napari_viewer):

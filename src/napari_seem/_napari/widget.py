@@ -356,6 +356,9 @@ class SeemWidget(QWidget):
         if isinstance(model, str) and (model in _presets() or Path(model).expanduser().is_file()):
             self.model_combo.setCurrentText(model)
             self.model_label.setText(f"{layer.name!r} was made with {model}: Load model to continue")
+        scale = recorded.get("scale")
+        if isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale <= MAX_SCALE:
+            self.scale_combo.setCurrentText(f"{scale:g}")
         self._session_vocabulary = [str(n) for n in recorded.get("vocabulary") or []]
         if self._session_vocabulary:
             self.vocab_edit.setPlainText("\n".join(self._session_vocabulary))
@@ -473,7 +476,8 @@ class SeemWidget(QWidget):
         self.model_name = own if isinstance(own, str) and own and own != "custom" else name
         self._last = None
         own_scale = getattr(segmenter, "scale", None)
-        self.scale_combo.setCurrentText("auto" if own_scale is None else f"{own_scale:g}")
+        if own_scale is not None:  # a segmenter made with a scale shows it; else the box's choice applies
+            self.scale_combo.setCurrentText(f"{own_scale:g}")
         self.connected_check.setChecked(bool(getattr(segmenter, "connected_objects", True)))
         self.nucleus_check.setChecked(bool(getattr(segmenter, "cells_hold_one_nucleus", True)))
         shown = self.model_name if self.model_name == name else f"{self.model_name} ({name})"
@@ -611,6 +615,7 @@ class SeemWidget(QWidget):
         vocabulary = list(getattr(self.segmenter, "vocabulary", []) or [])
         output.metadata[METADATA_KEY] = {
             "model": self.model_name, "device": self.device_combo.currentText(),
+            "scale": getattr(self.segmenter, "scale", None),
             "mode": self.mode_combo.currentText(), "vocabulary": vocabulary, **settings,
         }
 

@@ -220,6 +220,10 @@ def segment(inputs, output, text, vocabulary, exemplar_image, exemplar_mask, exe
         prompt, session_model = build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label,
                                              min_similarity, seed_labels, seed_points, start_frame, direction,
                                              stop_iou, min_score, session, channel, max_step_arg(max_step))
+        if session is not None and scale is None and short_side == "auto":
+            from .session import session_scale
+
+            scale = session_scale(session)  # the scale the session's objects were made at
         spec = ModelSpec(_model_name(model or session_model or DEFAULT_MODEL), config=config, device=device, precision=precision,
                          short_side=short_side_arg(short_side), max_side=max_side, scale=scale, seed=seed)
         if scale is not None and short_side != "auto":

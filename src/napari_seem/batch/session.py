@@ -40,6 +40,14 @@ def session_settings(path: str | Path) -> dict[str, Any]:
     return settings
 
 
+def session_scale(path: str | Path) -> float | None:
+    """The scale (model pixels per image pixel) the session's objects were made at, or None."""
+    scale = session_settings(path).get("scale")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        return None
+    return float(scale)
+
+
 def prompt_from_session(path: str | Path) -> tuple[PromptSpec, str | None]:
     """The session's prompt and its model (preset name, checkpoint path, or None if not recorded).
 
