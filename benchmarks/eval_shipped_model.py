@@ -39,6 +39,8 @@ def main() -> int:
                         help="HxW of the images and time-lapses (the acceptance targets are set at 256x256)")
     parser.add_argument("--pad-mode", choices=("zeros", "replicate"), default=None,
                         help="pad images to the size divisibility so instead of as the model's config says")
+    parser.add_argument("--zstacks", type=int, default=0, metavar="N",
+                        help="also measure clicks and propagation on N synthetic z-stacks (a diagnostic, no target)")
     parser.add_argument("--min-padded-size", type=int, default=None,
                         help="pad images to at least this size instead of as the model's config says")
     args = parser.parse_args()
@@ -67,6 +69,16 @@ def main() -> int:
     by_class = ", ".join(f"{k} {v:.2f}" for k, v in report.noc85_by_class.items())
     print(f"diagnostic: NoC@85 per class: {by_class}")
     print(f"objects evaluated: {report.counts}; automatic matched: {report.automatic_matched}")
+    if args.zstacks:
+        from napari_seem.train.evaluate import evaluate_zstacks
+
+        z = evaluate_zstacks(model, n_stacks=args.zstacks, connected_objects=not args.raw_masks,
+                             short_side=args.short_side)
+        print("diagnostic: z-stacks, click on the middle slice: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in z.click_iou.items())
+              + "; propagation through the stack: "
+              + ", ".join(f"{k} {v:.3f} ({z.identity_kept[k][0]} of {z.identity_kept[k][1]} kept)"
+                          for k, v in z.propagation_iou.items()))
     return 0 if ok else 1
 
 

@@ -44,6 +44,32 @@ def test_zoomed_synthetic_sample_has_larger_objects_at_the_same_size():
     assert np.array_equal(synthetic_sample(9, 96, zoom=(1.0, 2.0)).rgb, synthetic_sample(9, 96, zoom=(1.0, 2.0)).rgb)
 
 
+def test_z_slice_samples_are_sections_of_a_z_stack_and_leave_other_samples_as_they_were():
+    from napari_seem.synthetic import make_sequence
+    from napari_seem.train.data import Z_SLICE_RANGE, Z_STACK_SLICES
+
+    seeds = range(20, 40)
+    plain = [synthetic_sample(s, 96) for s in seeds]
+    mixed = [synthetic_sample(s, 96, z_slices=0.3) for s in seeds]
+    sliced = [not np.array_equal(a.image, b.image) for a, b in zip(plain, mixed)]
+    assert 2 <= sum(sliced) <= 12  # about 30 % are z-slices; the others are the 2D samples unchanged
+    for a, b, is_slice in zip(plain, mixed, sliced):
+        if not is_slice:
+            assert np.array_equal(a.full, b.full) and torch.equal(a.rgb, b.rgb)
+    z = synthetic_sample(5, 96, z_slices=1.0)
+    assert np.array_equal(z.image, synthetic_sample(5, 96, z_slices=1.0).image)  # deterministic
+    assert z.rgb.shape == (3, 96, 96) and np.all(z.full | ~z.visible) and z.visible.sum(0).max() <= 1
+    # the image is one of the inner slices of a z-stack of the generator
+    rng = np.random.default_rng(5)
+    rng.random(), rng.random()
+    stack_seed = int(rng.integers(1 << 20, 1 << 31))
+    images = [synthetic_sample(5, 96, z_slices=1.0).image]
+    stack = make_sequence(Z_STACK_SLICES, (96, 96), seed=stack_seed, axis="z", n_cells=(1, 2),
+                          bit_depth=z.image.dtype.itemsize * 8,
+                          channels="rgb" if z.image.ndim == 3 else "merged")
+    assert any(np.array_equal(images[0], stack.image[k]) for k in range(*Z_SLICE_RANGE))
+
+
 def test_text_bank_matches_the_engine_class_embeddings(tiny_yaml):
     model = build_seem(tiny_yaml)
     bank = TextBank(model.lang_encoder, ("nucleus", "cell"))
@@ -93,6 +119,25 @@ def test_training_step_trains_every_part(tiny_yaml):
         assert any(g is not None and g.abs().sum() > 0 for g in grads), prefix
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_an_image_without_objects_teaches_no_object(tiny_yaml, stride):
+    """An empty crop of user data or a z-slice between cells: every object query learns "no
+    object"; no prompt, no phrase."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    model = build_seem(tiny_yaml).train()
+    full = synthetic_sample(3, 96)
+    empty = replace(full, full=full.full[:0], visible=full.visible[:0], classes=full.classes[:0])
+    bank = TextBank(model.lang_encoder, VOCABULARY)
+    cfg = ObjectiveConfig(mask_loss_stride=stride)
+    losses = training_step(model, empty, bank, cfg, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert set(losses) == {"panoptic", "total"} and torch.isfinite(losses["total"]) and losses["total"] > 0
+    losses["total"].backward()
+    head = [p.grad for n, p in model.named_parameters() if n.startswith("sem_seg_head.predictor.class_embed")]
+    assert any(g is not None and g.abs().sum() > 0 for g in head)
+
+
 def assert_training_is_deterministic_and_learns(tiny_yaml, tmp_path, **config) -> None:
     """Two 3-step runs from the same start give identical weights, different from the start."""
     def run(out):
@@ -131,6 +176,10 @@ def test_training_runs_at_the_sizes_given_and_keeps_the_minimum_padded_size(tiny
     train(model, TrainConfig(steps=2, image_sizes=(64,), seed=5, warmup=1), tmp_path, log=lambda _: None)
     assert seen == [(64, 64), (64, 64)]
     assert model.min_padded_size == 256 and model.padded_size(64, 64) == (256, 256)
+
+
+def test_training_with_z_slices_is_deterministic_and_learns(tiny_yaml, tmp_path):
+    assert_training_is_deterministic_and_learns(tiny_yaml, tmp_path, z_slices=1.0)
 
 
 def test_point_sampled_losses_train_deterministically_without_full_masks(tiny_yaml, tmp_path, monkeypatch):

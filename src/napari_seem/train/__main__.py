@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--zoom", type=float, nargs=2, default=list(TrainConfig.zoom), metavar=("MIN", "MAX"),
                    help="upsample each synthetic image by a factor drawn from [MIN, MAX] (objects that many "
                         "times larger; default 1 1)")
+    p.add_argument("--z-slices", type=float, default=TrainConfig.z_slices, metavar="FRACTION",
+                   help="share of the synthetic samples that are one slice of a z-stack (default 0)")
     p.add_argument("--crop", type=int, default=256, help="crop size of user images")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="keep an exponential moving average of the weights with this decay (e.g. 0.999) "
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         lr = args.lr or TrainConfig.lr
     cfg = TrainConfig(steps=args.steps, lr=lr, seed=args.seed, threads=args.threads, device=args.device,
                       checkpoint_every=args.checkpoint_every, ema=args.ema, vocabulary=tuple(args.classes),
-                      image_sizes=tuple(args.image_sizes), zoom=tuple(args.zoom),
+                      image_sizes=tuple(args.image_sizes), zoom=tuple(args.zoom), z_slices=args.z_slices,
                       warmup=min(TrainConfig.warmup, max(1, args.steps // 10)),
                       objective=objective_config(args.objective))
     data = FolderDataset(args.data, args.classes, args.class_name, crop=args.crop) if args.data else None

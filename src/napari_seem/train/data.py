@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.image import prepare_image
-from ..synthetic import make_image
+from ..synthetic import make_image, make_sequence
 
 #: class names of the shipped model, in class-id order (the engine appends "background")
 VOCABULARY: tuple[str, ...] = ("nucleus", "cell", "vesicle")
@@ -60,7 +61,13 @@ def _finish(image: np.ndarray, full: np.ndarray, visible: np.ndarray, classes: n
                   classes[keep].astype(np.int64))
 
 
-def synthetic_sample(seed: int, size: int = 160, min_area: int = 3, zoom: tuple[float, float] = (1.0, 1.0)) -> Sample:
+#: slices of the synthetic z-stacks that ``z_slices`` draws from (the outer ones are left out: the
+#: generator's stacks start and end out of focus)
+Z_STACK_SLICES, Z_SLICE_RANGE = 9, (2, 7)
+
+
+def synthetic_sample(seed: int, size: int = 160, min_area: int = 3, zoom: tuple[float, float] = (1.0, 1.0),
+                     z_slices: float = 0.0) -> Sample:
     """A random synthetic image of ``size x size`` pixels; everything follows from ``seed``.
 
     Object sizes are those of ``make_image`` at any image size, so the cell count scales with
@@ -68,7 +75,9 @@ def synthetic_sample(seed: int, size: int = 160, min_area: int = 3, zoom: tuple[
     composites; 8- or 16-bit. With a ``zoom`` range other than ``(1, 1)``, a factor ``z`` is drawn
     from it and the image is made at ``size / z`` pixels, then upsampled to ``size`` as the engine
     upsamples an image for a larger model-side resolution (objects ``z`` times larger, blurred by
-    the interpolation like the engine's input).
+    the interpolation like the engine's input). With ``z_slices`` > 0, that share of the samples
+    is one slice of a synthetic z-stack instead (objects at several depths, blurred by the light of
+    the slices above and below; its ground truth is each object's section in that slice).
     """
     rng = np.random.default_rng(seed)
     channels = "rgb" if rng.random() < 0.15 else "merged"
@@ -78,7 +87,14 @@ def synthetic_sample(seed: int, size: int = 160, min_area: int = 3, zoom: tuple[
     made = max(32, round(size / z))
     scale = (made / 256) ** 2
     n_cells = (max(1, round(4 * scale)), max(2, round(12 * scale)))
-    s = make_image((made, made), seed=image_seed, n_cells=n_cells, bit_depth=bit_depth, channels=channels)
+    if z_slices > 0 and rng.random() < z_slices:  # drawn only then: samples without z-slices stay as they were
+        k = int(rng.integers(*Z_SLICE_RANGE))
+        stack = make_sequence(Z_STACK_SLICES, (made, made), seed=image_seed, axis="z", n_cells=n_cells,
+                              bit_depth=bit_depth, channels=channels)
+        s = SimpleNamespace(image=stack.image[k], instances=stack.instances[k], nuclei=stack.nuclei[k],
+                            cells=stack.cells[k], vesicles=stack.vesicles[k], objects=stack.objects[k])
+    else:
+        s = make_image((made, made), seed=image_seed, n_cells=n_cells, bit_depth=bit_depth, channels=channels)
     sample = from_synthetic(s, min_area)
     return sample if made == size else upsampled(sample, size, min_area)
 

@@ -206,3 +206,64 @@ def _propagation(seg: Segmenter, seed: int, class_name: str, max_clicks: int = 0
             ious.append(iou(result.masks[0], maps[frame] == obj_id) if same else 0.0)
     ious += [0.0] * (19 - len(ious))
     return ious, min(ious) >= 0.5
+
+
+@dataclass
+class ZStackReport:
+    """Quality on synthetic z-stacks (not an acceptance target: a diagnostic, see :func:`evaluate_zstacks`)."""
+
+    click_iou: dict[str, float] = field(default_factory=dict)
+    propagation_iou: dict[str, float] = field(default_factory=dict)
+    identity_kept: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def evaluate_zstacks(model, n_stacks: int = 10, seed: int = EVAL_SEED + 6000, n_slices: int = 20, min_area: int = 60,
+                     **segmenter_options) -> ZStackReport:
+    """Clicks on the middle slice of synthetic z-stacks and propagation through them.
+
+    Per stack: every nucleus and cell of at least ``min_area`` px on the middle slice gets a click
+    at its centre (``click_iou``); the largest of each class is propagated up and down the stack
+    (``direction="both"``) and compared, on every slice where its section has at least 30 px,
+    with that section (``propagation_iou``; ``identity_kept``: objects with IoU >= 0.5 on all of
+    them, out of those propagated).
+    """
+    seg = make_segmenter(model, **segmenter_options)
+    clicks: dict[str, list[float]] = {"nucleus": [], "cell": []}
+    props: dict[str, list[float]] = {"nucleus": [], "cell": []}
+    kept: dict[str, list[bool]] = {"nucleus": [], "cell": []}
+    for i in range(n_stacks):
+        stack = make_sequence(n_slices, (256, 256), seed=seed + i, axis="z")
+        mid = n_slices // 2
+        for class_name, maps in (("nucleus", stack.nuclei), ("cell", stack.cells)):
+            seg.set_image(stack.image[mid])  # again: propagating the previous class moved the segmenter on
+            ids, areas = np.unique(maps[mid][maps[mid] > 0], return_counts=True)
+            results = {}
+            for obj, area in zip(ids.tolist(), areas.tolist()):
+                if area < min_area:
+                    continue
+                result = seg.predict(ObjectPrompt(points=[object_centre(stack.instances[mid], obj)]))
+                clicks[class_name].append(iou(result.masks[0], maps[mid] == obj))
+                results[obj] = result
+            if not results:
+                continue
+            largest = max(results, key=lambda k: int((maps[mid] == k).sum()))
+            seeds = results[largest]
+            seeds.object_ids = np.array([largest])
+            ious = []
+            for z, result in seg.propagate(stack.image, mid, seeds, direction="both"):
+                truth = maps[z] == largest
+                if z == mid or truth.sum() < 30:
+                    continue
+                same = len(result) and result.object_ids[0] == largest
+                ious.append(iou(result.masks[0], truth) if same else 0.0)
+            present = [z for z in range(n_slices) if z != mid and (maps[z] == largest).sum() >= 30]
+            if not present:  # only in the middle slice: nothing to propagate to
+                continue
+            ious += [0.0] * (len(present) - len(ious))  # the slices after it was given up
+            props[class_name].extend(ious)
+            kept[class_name].append(min(ious) >= 0.5)
+    return ZStackReport(
+        click_iou={k: float(np.mean(v)) for k, v in clicks.items() if v},
+        propagation_iou={k: float(np.mean(v)) for k, v in props.items() if v},
+        identity_kept={k: (int(sum(v)), len(v)) for k, v in kept.items() if v},
+    )

@@ -33,6 +33,8 @@ class TrainConfig:
     #: range of the synthetic images' upsampling factor (objects this many times larger, see
     #: :func:`~napari_seem.train.data.synthetic_sample`); ``(1, 1)``: the generator's own scale
     zoom: tuple[float, float] = (1.0, 1.0)
+    #: share of the synthetic samples that are one slice of a z-stack (0: single 2D images only)
+    z_slices: float = 0.0
     lr: float = 4e-4
     text_lr_scale: float = 0.5
     weight_decay: float = 0.05
@@ -190,7 +192,7 @@ def train(
         for step in range(start, cfg.steps):
             seed = sample_seed(cfg.seed, step)
             sample: Sample = data.sample(seed) if data is not None else synthetic_sample(
-                seed, cfg.image_sizes[seed % len(cfg.image_sizes)], zoom=cfg.zoom)
+                seed, cfg.image_sizes[seed % len(cfg.image_sizes)], zoom=cfg.zoom, z_slices=cfg.z_slices)
             rng = np.random.default_rng(seed + 1)
             generator = torch.Generator().manual_seed(seed % (1 << 62))
             factor = lr_factor(step, cfg)

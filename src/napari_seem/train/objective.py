@@ -246,6 +246,10 @@ def panoptic_losses(out, sample: Sample, cfg: ObjectiveConfig, small_size: tuple
     device = out.masks.device
     targets = torch.from_numpy(sample.visible).to(device)
     classes = torch.from_numpy(sample.classes).to(device)
+    if not len(sample):  # an image without objects (an empty crop, a z-slice between cells): all "no object"
+        none = np.zeros(0, np.int64)
+        return sum(cfg.class_weight * class_loss(stage.class_logits[0], none, classes, cfg.no_object_weight)
+                   for stage in _stages(out))
     small = downsample_targets(targets, small_size)
     boundary = _boundary_emphasis(targets, cfg)
     total = 0.0
