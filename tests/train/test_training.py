@@ -28,6 +28,21 @@ def test_synthetic_sample_is_deterministic_and_consistent():
     assert set(a.classes.tolist()) <= set(range(len(VOCABULARY)))
 
 
+def test_synthetic_8bit_samples_are_used_as_they_are_even_when_dim():
+    """The recipe's inputs stay those the shipped weights were trained on: the engine's gain for
+    dim 8-bit images (normalize="auto") is for users' images, not for the generator's own."""
+    from dataclasses import replace as replaced
+
+    from napari_seem.synthetic import make_image
+    from napari_seem.train.data import from_synthetic
+
+    s = make_image((64, 64), seed=3)
+    dim = replaced(s, image=(s.image // 4).astype(np.uint8))
+    assert np.percentile(dim.image, 99.8) < 96
+    sample = from_synthetic(dim)
+    np.testing.assert_array_equal(sample.rgb[0].numpy(), dim.image.astype(np.float32))
+
+
 def test_zoomed_synthetic_sample_has_larger_objects_at_the_same_size():
     plain = synthetic_sample(7, 96)
     zoomed = synthetic_sample(7, 96, zoom=(2.0, 2.0))

@@ -53,9 +53,10 @@ class Sample:
         return len(self.classes)
 
 
-def _finish(image: np.ndarray, full: np.ndarray, visible: np.ndarray, classes: np.ndarray, min_area: int) -> Sample:
+def _finish(image: np.ndarray, full: np.ndarray, visible: np.ndarray, classes: np.ndarray, min_area: int,
+            normalize: str = "auto") -> Sample:
     keep = visible.reshape(len(visible), -1).sum(1) >= min_area if len(visible) else np.zeros(0, bool)
-    rgb = prepare_image(image, short_side=None).rgb
+    rgb = prepare_image(image, normalize=normalize, short_side=None).rgb
     h, w = rgb.shape[-2:]
     return Sample(image, rgb, full[keep].reshape(-1, h, w), visible[keep].reshape(-1, h, w),
                   classes[keep].astype(np.int64))
@@ -102,7 +103,8 @@ def synthetic_sample(seed: int, size: int = 160, min_area: int = 3, zoom: tuple[
 def upsampled(sample: Sample, size: int, min_area: int = 3) -> Sample:
     """``sample`` resized to ``size x size``: the image as :func:`prepare_image` resizes it, the
     masks by bilinear interpolation thresholded at one half."""
-    rgb = prepare_image(sample.image, short_side=size, max_side=max(size, 1024)).rgb
+    normalize = "none" if sample.image.dtype == np.uint8 else "auto"  # as from_synthetic
+    rgb = prepare_image(sample.image, normalize=normalize, short_side=size, max_side=max(size, 1024)).rgb
     h, w = rgb.shape[-2:]
 
     def resize(masks: np.ndarray) -> np.ndarray:
@@ -123,7 +125,12 @@ def from_synthetic(s, min_area: int = 3) -> Sample:
     full = np.stack([maps[o["class"]] == o["id"] for o in s.objects]) if ids else np.zeros((0, *s.instances.shape), bool)
     visible = np.stack([s.instances == i for i in ids]) if ids else full.copy()
     classes = np.array([VOCABULARY.index(o["class"]) for o in s.objects], np.int64)
-    return _finish(s.image, full, visible, classes, min_area)
+    # 8-bit synthetic images as they are: the generator's own exposures are the training
+    # distribution (the engine's "auto" brightens the ~1 % of them it counts as dim, and the
+    # recipe's inputs must stay those the shipped weights were trained on); user images
+    # (FolderDataset) get the engine's "auto", as at inference
+    normalize = "none" if s.image.dtype == np.uint8 else "auto"
+    return _finish(s.image, full, visible, classes, min_area, normalize)
 
 
 def _read_image(path: Path) -> np.ndarray:
