@@ -11,9 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..engine.image import DEFAULT_MAX_SIDE
+from ..engine.image import DEFAULT_MAX_SIDE, MAX_SCALE
 from ..engine.propagate import DIRECTIONS
-from ..engine.image import MAX_SCALE
 from ..engine.tiles import DEFAULT_OVERLAP
 
 PROMPT_KINDS = ("text", "vocabulary", "exemplar", "propagate")

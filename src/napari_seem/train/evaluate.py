@@ -1,7 +1,7 @@
 """Quality of a model on held-out synthetic data, measured through the engine (what users run).
 
-Protocol (all images 256 x 256 unless ``shape`` says otherwise, seeds below :data:`~napari_seem.train.data.TRAIN_SEED_OFFSET`, so
-never seen in training):
+Protocol (all images 256 x 256 unless ``shape`` says otherwise, seeds below
+:data:`~napari_seem.train.data.TRAIN_SEED_OFFSET`, so never seen in training):
 
 * ``click``: one positive click at the centre of an object's visible part (``object_centre`` of
   ``instances``: for a nucleated cell a point of its cytoplasm); IoU with the whole object.
