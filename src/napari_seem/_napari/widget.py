@@ -209,7 +209,8 @@ class SeemWidget(QWidget):
             form.addRow(check)
         self.tile_combo = self._combo(list(TILE_CHOICES), "Segment everything and text-only prompts tile by tile, "
                                       "each tile at about its own scale (large fields with small objects): "
-                                      "auto = the model's working size (512 px; 256 for the shipped model), "
+                                      "auto = the model's working size (512 px; 256 for the shipped model; "
+                                      "divided by the Scale when one is set), "
                                       "or a tile side in pixels; tiles overlap by "
                                       f"{DEFAULT_OVERLAP} px (a quarter of smaller tiles)", editable=True)
         form.addRow("Tiles", self.tile_combo)
