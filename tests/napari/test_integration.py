@@ -8,7 +8,7 @@ import pytest
 
 from napari_seem._napari import layers as L
 from napari_seem.engine import ObjectPrompt
-from napari_seem._napari.widget import SeemWidget
+from napari_seem._napari.widget import NEW_LAYER, SeemWidget
 
 from _fakes import blobs
 
@@ -118,6 +118,17 @@ def test_tiles_box_segments_tile_by_tile_with_progress_and_cancel(setup, qtbot, 
     widget.segment_everything()
     assert "Tiles" in str(widget.last_error)
     widget.last_error = None
+    # in one piece, a field of at least two working tiles (64 px here) each way gets a hint
+    widget.tile_combo.setCurrentText("off")
+    widget.segment_everything()
+    _wait(qtbot, widget)
+    assert "in one piece (Tiles 'auto', 64 px" in widget.status_label.text()
+    viewer.add_image(image[:100, :100], name="small")
+    widget.image_combo.setCurrentText("small")
+    widget.output_combo.setCurrentText(NEW_LAYER)
+    widget.segment_everything()
+    _wait(qtbot, widget)
+    assert widget.status_label.text() == "Segmenting everything: done"
 
 
 def test_scale_box_resizes_images_for_the_model(setup, qtbot, engine):

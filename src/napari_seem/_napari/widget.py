@@ -239,6 +239,19 @@ class SeemWidget(QWidget):
                   desc=f"{desc} ({total} tiles of {side} px)", on_result=write, on_yield=lambda step: None,
                   total=total)
 
+    @staticmethod
+    def _untiled(desc: str, seg, plane: L.ViewPlane) -> str:
+        """``desc``, with a hint when the plane is at least two working tiles wide and high: in
+        one piece, small objects are found worse than tile by tile (see the Tiles box)."""
+        from ..engine.tiles import default_tile
+
+        if getattr(seg, "short_side", "absent") == "absent":  # not an engine Segmenter (a test double)
+            return desc
+        side = default_tile(seg)
+        if min(plane.shape) < 2 * side:
+            return desc
+        return f"{desc} in one piece (Tiles 'auto', {side} px, finds more small objects in a field this large)"
+
     def _set_connected_objects(self, checked: bool) -> None:
         if self.segmenter is not None:
             self.segmenter.connected_objects = bool(checked)
@@ -649,8 +662,9 @@ class SeemWidget(QWidget):
         if not prompts and self._tiling()[0]:
             self._run_tiled(seg, image, plane, text, write, "Segmenting")
             return
+        desc = "Segmenting" if prompts else self._untiled("Segmenting", seg, plane)
         self._run(workers.predict, (seg, self._read_plane(image, plane), prompts, text, previous),
-                  desc="Segmenting", on_result=write)
+                  desc=desc, on_result=write)
 
     def _correction(self, key: tuple, ids: list[int], output) -> tuple[np.ndarray, Segmentation | None]:
         """Label ids for the prompt objects (kept from the previous Segment on this plane) and the
@@ -728,7 +742,7 @@ class SeemWidget(QWidget):
             self._run_tiled(seg, image, plane, None, write, "Segmenting everything")
             return
         self._run(workers.segment_everything, (seg, self._read_plane(image, plane)),
-                  desc="Segmenting everything", on_result=write)
+                  desc=self._untiled("Segmenting everything", seg, plane), on_result=write)
 
     def propagate(self) -> None:
         """Propagate the objects of the viewed frame along the chosen axis (shortcut: Shift-P)."""
