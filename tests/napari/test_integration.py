@@ -26,6 +26,14 @@ def _wait(qtbot, widget, timeout=120_000):
     assert widget.last_error is None, repr(widget.last_error)
 
 
+def _refused(widget, combo, text: str, action, box: str) -> None:
+    """``text`` in ``combo`` makes ``action`` fail with a message naming ``box``."""
+    combo.setCurrentText(text)
+    action()
+    assert box in str(widget.last_error)
+    widget.last_error = None
+
+
 @pytest.fixture
 def setup(make_napari_viewer, engine):
     def make(image, **kwargs):
@@ -114,10 +122,7 @@ def test_tiles_box_segments_tile_by_tile_with_progress_and_cancel(setup, qtbot, 
     assert len(expected) > 0
     np.testing.assert_array_equal(out.data, expected.to_labels())
     assert out.features["class_name"].tolist() == expected.class_names
-    widget.tile_combo.setCurrentText("tiny")
-    widget.segment_everything()
-    assert "Tiles" in str(widget.last_error)
-    widget.last_error = None
+    _refused(widget, widget.tile_combo, "tiny", widget.segment_everything, "Tiles")
     # in one piece, a field of at least two working tiles (64 px here) each way gets a hint
     widget.tile_combo.setCurrentText("off")
     widget.segment_everything()
@@ -144,10 +149,7 @@ def test_scale_box_resizes_images_for_the_model(setup, qtbot, engine):
     expected = engine.predict(ObjectPrompt(points=[(20, 20)]))
     out = viewer.layers["cells seem"]
     np.testing.assert_array_equal(out.data > 0, expected.masks[0])
-    widget.scale_combo.setCurrentText("big")
-    widget.segment()
-    assert "Scale" in str(widget.last_error)
-    widget.last_error = None
+    _refused(widget, widget.scale_combo, "big", widget.segment, "Scale")
     widget.scale_combo.setCurrentText("auto")
     widget.segment_everything()
     _wait(qtbot, widget)
