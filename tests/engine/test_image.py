@@ -13,23 +13,33 @@ def test_uint8_rgb_used_as_is():
 
 
 def test_dim_uint8_is_brightened_by_a_gain_that_keeps_zero():
-    """An under-exposed 8-bit image (bright end below DIM_BRIGHT_END) is multiplied so that its
-    99.8th percentile lands at BRIGHT_END; a normally exposed one, an all-dark one and any other
-    normalisation are left alone."""
-    from napari_seem.engine.image import BRIGHT_END, DIM_BRIGHT_END
+    """An under-exposed 8-bit image (top below DIM_TOP) is multiplied so that its 99.8th
+    percentile lands at BRIGHT_END, but its top never past 255; a normally exposed one, a bright
+    field with few objects, an all-dark one and any other normalisation are left alone."""
+    from napari_seem.engine.image import BRIGHT_END, DIM_TOP
 
     rng = np.random.default_rng(2)
     bright = rng.integers(5, 230, (60, 50)).astype(np.uint8)
-    assert np.percentile(bright, 99.8) >= DIM_BRIGHT_END
+    assert np.percentile(bright, 99.99) >= DIM_TOP
     np.testing.assert_array_equal(to_rgb_255(bright)[..., 0], bright)
     dim = (bright // 4).astype(np.uint8)
-    end = np.percentile(dim, 99.8)
-    assert 1 <= end < DIM_BRIGHT_END
+    end, top = np.percentile(dim, (99.8, 99.99))
+    assert top < DIM_TOP and BRIGHT_END / end < 255 / top
     out = to_rgb_255(dim)[..., 0]
     np.testing.assert_allclose(out, np.clip(dim * (BRIGHT_END / end), 0, 255), rtol=1e-6)
     assert out.min() == pytest.approx(dim.min() * BRIGHT_END / end) and np.percentile(out, 99.8) == pytest.approx(BRIGHT_END)
     np.testing.assert_array_equal(to_rgb_255(dim, normalize="none")[..., 0], dim)
-    dark = np.zeros((100, 100), np.uint8)  # bright end 0: nothing to scale
+    # a dim field whose 99.8th percentile is background (few small objects): the top sets the gain
+    sparse = np.full((200, 200), 4, np.uint8)
+    sparse[:3, :3] = 60
+    assert np.percentile(sparse, 99.8) == 4
+    out = to_rgb_255(sparse)[..., 0]
+    assert out.max() == pytest.approx(255) and out.min() == pytest.approx(4 * 255 / 60)
+    # a bright field with few objects is not dim
+    bright_sparse = sparse.copy()
+    bright_sparse[:3, :3] = 220
+    np.testing.assert_array_equal(to_rgb_255(bright_sparse)[..., 0], bright_sparse)
+    dark = np.zeros((100, 100), np.uint8)  # top 0: nothing to scale
     dark[0, 0] = 3
     np.testing.assert_array_equal(to_rgb_255(dark)[..., 0], dark)
 

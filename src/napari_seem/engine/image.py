@@ -8,12 +8,14 @@ What is done to an image, in order (:func:`prepare_image`):
 2. **Validation**: empty images, NaN/inf pixels and non-numeric dtypes raise ``ValueError``.
 3. **Intensity** (``normalize``):
    - ``"auto"`` (default): ``uint8`` images are used as they are (natural-image statistics,
-     as SEEM was trained), unless they are dim: one whose bright end (99.8th percentile) lies
-     below :data:`DIM_BRIGHT_END` is multiplied so that its bright end lands at
-     :data:`BRIGHT_END` (zero stays zero, so the background keeps its level relative to the
-     signal); an under-exposed 8-bit fluorescence image is otherwise far from any training image
-     (the shipped model: single click 0.80 / 0.80 on nuclei / cells at normal exposure, 0.64 /
-     0.64 at a quarter of it, 0.80 / 0.80 with this gain). Any other dtype (``uint16``,
+     as SEEM was trained), unless they are dim: one where no more than 0.01 % of the pixels reach
+     :data:`DIM_TOP` is multiplied so that its bright end (99.8th percentile) lands at
+     :data:`BRIGHT_END`, but never so far that its top (99.99th percentile) passes 255 (a dim
+     field with a few small objects, whose 99.8th percentile is background); zero stays zero, so
+     the background keeps its level relative to the signal. An under-exposed 8-bit fluorescence
+     image is otherwise far from any training image (the shipped model: single click 0.80 / 0.80
+     on nuclei / cells at normal exposure, 0.64 / 0.64 at a quarter of it, 0.80 / 0.80 with this
+     gain). A bright field with only a few objects is not dim: its objects reach the top. Any other dtype (``uint16``,
      ``float``, ...) is rescaled so that the 1st..99.8th percentile maps to 0..255 (clipped).
      Microscopy intensities vary over orders of magnitude; a robust percentile stretch puts them
      where the model's pixel statistics are.
@@ -49,10 +51,11 @@ DEFAULT_MAX_SIDE = 1024
 PERCENTILES = (1.0, 99.8)
 #: the largest ``scale`` (model pixels per image pixel) a segmenter accepts
 MAX_SCALE = 8.0
-#: ``"auto"``: a ``uint8`` image whose 99.8th percentile is below this level counts as dim ...
-DIM_BRIGHT_END = 96.0
+#: ``"auto"``: a ``uint8`` image whose 99.99th percentile is below this level counts as dim (the
+#: shipped model's training images: 157 and above) ...
+DIM_TOP = 128.0
 #: ... and is multiplied so that its 99.8th percentile lands here (8-bit fluorescence is usually
-#: exposed to 40-85 % of the range; the shipped model's training images: 95-221, median 164)
+#: exposed to 40-85 % of the range; the training images: 95-221, median 164)
 BRIGHT_END = 160.0
 
 
@@ -137,12 +140,13 @@ def _rescale(arr: np.ndarray, normalize: Normalize) -> np.ndarray:
 
 
 def _brighten_if_dim(arr: np.ndarray) -> np.ndarray:
-    """A ``uint8`` image as float32 0..255, multiplied up when its bright end is below
-    :data:`DIM_BRIGHT_END` (an all-dark image, bright end < 1, is left as it is)."""
+    """A ``uint8`` image as float32 0..255, multiplied up when it is dim (see the module
+    docstring; an all-dark image, top < 1, is left as it is)."""
     out = arr.astype(np.float32)
-    bright_end = float(np.percentile(arr, PERCENTILES[1]))
-    if 1.0 <= bright_end < DIM_BRIGHT_END:
-        out *= np.float32(BRIGHT_END / bright_end)
+    bright_end, top = (float(v) for v in np.percentile(arr, (PERCENTILES[1], 99.99)))
+    if 1.0 <= top < DIM_TOP:
+        gain = 255.0 / top if bright_end < 1.0 else min(BRIGHT_END / bright_end, 255.0 / top)
+        out *= np.float32(gain)
         np.clip(out, 0.0, 255.0, out=out)
     return out
 

@@ -126,9 +126,9 @@ def from_synthetic(s, min_area: int = 3) -> Sample:
     visible = np.stack([s.instances == i for i in ids]) if ids else full.copy()
     classes = np.array([VOCABULARY.index(o["class"]) for o in s.objects], np.int64)
     # 8-bit synthetic images as they are: the generator's own exposures are the training
-    # distribution (the engine's "auto" brightens the ~1 % of them it counts as dim, and the
-    # recipe's inputs must stay those the shipped weights were trained on); user images
-    # (FolderDataset) get the engine's "auto", as at inference
+    # distribution, and the recipe's inputs must stay those the shipped weights were trained on
+    # (the engine's "auto" gain for dim images must not reach them); user images (FolderDataset)
+    # get the engine's "auto", as at inference
     normalize = "none" if s.image.dtype == np.uint8 else "auto"
     return _finish(s.image, full, visible, classes, min_area, normalize)
 
