@@ -233,6 +233,8 @@ def test_scale_resizes_every_image_and_re_encodes_when_it_changes(tiny_model, ce
     seg.scale = None
     seg.set_image(cells)
     assert calls[-1] == (64, 80)  # short_side again
+    seg.scale = np.float32(0.5)  # any real number, e.g. one computed with numpy
+    assert seg.scale == 0.5 and type(seg.scale) is float
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, 9.0, True, "half"])

@@ -15,6 +15,7 @@ call gives the same result, independent of the global RNG.
 """
 from __future__ import annotations
 
+import numbers
 import threading
 import warnings
 from dataclasses import dataclass
@@ -150,7 +151,7 @@ class Segmenter:
 
     @scale.setter
     def scale(self, value: float | None) -> None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
                                   or not 0 < value <= MAX_SCALE):
             raise ValueError(f"scale must be a factor > 0 and <= {MAX_SCALE} (model pixels per image pixel), "
                              f"got {value!r}")
