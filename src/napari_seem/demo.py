@@ -34,12 +34,25 @@ def _matched_iou(pred_masks: np.ndarray, truth: np.ndarray) -> tuple[float, int,
     return float(np.mean(ious)), int(sum(v >= 0.5 for v in ious)), len(ids)
 
 
+def display_gray(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """``[H, W]`` float 0..1 for display: the image's ``low``..``high`` percentiles stretched to
+    the full range (a few bright spots do not leave the rest of a 16-bit field black); colour
+    channels are averaged first."""
+    gray = image.astype(np.float32)
+    if gray.ndim == 3:
+        gray = gray[..., :3].mean(-1)
+    lo, hi = (float(v) for v in np.percentile(gray, [low, high]))
+    if hi <= lo:
+        lo, hi = float(gray.min()), float(gray.max())
+    return np.clip((gray - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
 def _save_overview(path: Path, image: np.ndarray, panels: list[tuple[str, np.ndarray]]) -> None:
     from skimage.color import label2rgb
     from skimage.io import imsave
     from skimage.segmentation import find_boundaries
 
-    gray = (image.astype(np.float32) - image.min()) / max(float(np.ptp(image)), 1e-6)
+    gray = display_gray(image)
     tiles = [np.dstack([gray] * 3)]
     for _, labels in panels:
         rgb = label2rgb(labels, image=gray, bg_label=0, alpha=0.35)

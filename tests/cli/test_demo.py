@@ -25,3 +25,20 @@ def test_demo_bad_model_is_a_clear_error(tmp_path, capsys):
     code = main(["demo", "--model", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")])
     assert code != 0
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_overview_stretches_a_dim_16_bit_image_past_its_bright_spots():
+    import numpy as np
+
+    from napari_seem.demo import display_gray
+
+    image = np.full((100, 100), 1000, np.uint16)
+    image[20:60, 20:60] = 4000  # an object
+    image[0, :5] = 65000  # a few hot pixels
+    gray = display_gray(image)
+    assert gray.dtype == np.float32 and gray.min() == 0.0 and gray.max() == 1.0
+    assert gray[40, 40] == 1.0 and gray[90, 90] == 0.0  # min/max scaling would leave the object at 0.05
+    rgba = np.dstack([image, image, image, np.full_like(image, 65535)])
+    np.testing.assert_allclose(display_gray(rgba), gray)  # colour channels averaged, alpha ignored
+    flat = display_gray(np.full((8, 8), 7, np.uint8))
+    assert np.isfinite(flat).all() and (flat == 0).all()
