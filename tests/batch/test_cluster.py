@@ -208,7 +208,17 @@ def test_python_api_vocabulary_zarr_and_exemplar(client, batch_inputs, model_spe
     assert summary.ok, summary.failed
     target = probe(batch_inputs / "images" / "b.tif", "b").read_frames()[0]
     reference = engine.find_similar(image, mask, target, min_similarity=0.5).to_labels()
+    assert reference.any()
     np.testing.assert_array_equal(read_labels(tmp_path / "ex" / "b_labels.tif"), reference)
+
+    by_embedding = PromptSpec("exemplar", exemplar_image=image, exemplar_mask=mask, min_similarity=0.5,
+                              similarity="embedding", vocabulary=VOCAB)
+    summary = segment_batch([batch_inputs / "images" / "b.tif"], by_embedding, model_spec, tmp_path / "emb",
+                            client=client, progress=False)
+    assert summary.ok, summary.failed
+    reference = engine.find_similar(image, mask, target, min_similarity=0.5, similarity="embedding").to_labels()
+    assert reference.any()
+    np.testing.assert_array_equal(read_labels(tmp_path / "emb" / "b_labels.tif"), reference)
 
 
 def test_tiles_equal_the_engine_tile_by_tile(client, batch_inputs, model_args, engine, tmp_path):

@@ -189,6 +189,7 @@ def small_inputs(tmp_path_factory):
     (["--exemplar-image", "{img}"], "needs --exemplar-mask"),
     (["--exemplar-image", "{img}", "--exemplar-mask", "{two}"], "--exemplar-label"),
     (["--exemplar-image", "{img}", "--exemplar-mask", "{mask}", "--exemplar-label", "7"], "does not occur"),
+    (["--exemplar-image", "{img}", "--exemplar-mask", "{mask}", "--similarity", "pixels"], "--similarity"),
     (["--seed-point", "1"], "ROW,COL"),
     (["--seed-labels", "{mask}"], "propagation needs a stack"),
     (["--seed-point", "1,2", "--max-step", "far"], "auto or off"),
@@ -226,6 +227,25 @@ def test_max_step_reaches_the_propagation_prompt():
     assert prompt.kind == "propagate" and prompt.max_step is None
     assert prompt.describe()["max_step"] == "off"
     assert build_prompt(**args)[0].max_step == "auto"
+
+
+def test_similarity_reaches_the_exemplar_prompt(tmp_path):
+    import tifffile
+
+    from napari_seem.batch.command import build_prompt
+
+    tifffile.imwrite(tmp_path / "ref.tif", np.zeros((8, 8), np.uint8))
+    labels = np.zeros((8, 8), np.uint8)
+    labels[2:5, 2:5] = 1
+    tifffile.imwrite(tmp_path / "mask.tif", labels)
+    args = dict(text=None, vocabulary=None, exemplar_image=str(tmp_path / "ref.tif"),
+                exemplar_mask=str(tmp_path / "mask.tif"), exemplar_label=None, min_similarity=0.8, seed_labels=None,
+                seed_points=(), start_frame=0, direction="forward", stop_iou=0.1, min_score=0.3, session=None,
+                channel=None)
+    assert build_prompt(**args)[0].similarity == "class"
+    prompt, _ = build_prompt(**args, similarity="embedding")
+    assert prompt.kind == "exemplar" and prompt.similarity == "embedding"
+    assert prompt.describe()["similarity"] == "embedding"
 
 
 def test_main_returns_exit_codes(tmp_path, capsys):

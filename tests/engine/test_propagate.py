@@ -130,16 +130,48 @@ def test_mask_iou():
     assert mask_iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 0.0
 
 
-def test_referring_image_search(tiny_segmenter, movie):
+def test_referring_image_search_by_embedding(tiny_segmenter, movie):
     ref_mask = np.zeros(movie.shape[1:], bool)
     ref_mask[20:40, 20:50] = True
-    found = tiny_segmenter.find_similar(movie[0], ref_mask, movie[4], min_similarity=-1.0, max_objects=5)
+    found = tiny_segmenter.find_similar(movie[0], ref_mask, movie[4], min_similarity=-1.0, max_objects=5,
+                                        similarity="embedding")
     assert 1 <= len(found) <= 5
     assert found.masks.shape[1:] == movie.shape[1:]
     assert (found.masks.sum(0) >= 1).any()
     assert tiny_segmenter.image_shape == movie.shape[1:]
-    only_direct = tiny_segmenter.find_similar(movie[0], ref_mask, min_similarity=1.01)
+    only_direct = tiny_segmenter.find_similar(movie[0], ref_mask, min_similarity=1.01, similarity="embedding")
     assert len(only_direct) <= 1
+
+
+def test_referring_image_search_by_class_is_automatic_mode_of_the_alike_queries(tiny_segmenter, movie, monkeypatch):
+    """With every query alike (threshold -1), the class search is automatic mode (same objects);
+    with none alike (threshold above 1), it finds nothing; scores are similarities, sorted."""
+    ref_mask = np.zeros(movie.shape[1:], bool)
+    ref_mask[20:40, 20:50] = True
+    monkeypatch.setattr(tiny_segmenter.model, "object_mask_threshold", 0.0)  # random weights: keep every query
+    monkeypatch.setattr(tiny_segmenter, "refine_text", False)
+    tiny_segmenter.set_image(movie[4])
+    everything = tiny_segmenter.segment_everything()
+    assert len(everything) >= 2
+    found = tiny_segmenter.find_similar(movie[0], ref_mask, movie[4], min_similarity=-1.0)
+    assert tiny_segmenter.image_shape == movie.shape[1:]
+    assert sorted(map(bytes, np.packbits(found.masks, axis=-1))) == sorted(map(bytes, np.packbits(everything.masks, axis=-1)))
+    assert np.all(np.diff(found.scores) <= 0) and np.all((found.scores >= 0) & (found.scores <= 1))
+    assert len(tiny_segmenter.find_similar(movie[0], ref_mask, min_similarity=1.01)) == 0
+    top = tiny_segmenter.find_similar(movie[0], ref_mask, min_similarity=-1.0, max_objects=1)
+    assert len(top) == 1 and top.scores[0] == found.scores[0]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"similarity": "pixels"}, "similarity must be one of"),
+    ({"min_similarity": float("nan")}, "min_similarity must be a number"),
+    ({"max_objects": 0}, "max_objects must be at least 1"),
+])
+def test_referring_image_search_refuses_bad_options(tiny_segmenter, movie, options, message):
+    ref_mask = np.zeros(movie.shape[1:], bool)
+    ref_mask[20:40, 20:50] = True
+    with pytest.raises(ValueError, match=message):
+        tiny_segmenter.find_similar(movie[0], ref_mask, movie[4], **options)
 
 
 def _objects(masks):

@@ -105,7 +105,7 @@ def tile_arg(value: str) -> int | str | None:
 
 def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label, min_similarity, seed_labels,
                  seed_points, start_frame, direction, stop_iou, min_score, session, channel,
-                 max_step="auto") -> tuple[PromptSpec, str | None]:
+                 max_step="auto", similarity="class") -> tuple[PromptSpec, str | None]:
     """The :class:`PromptSpec` from the CLI options (exactly one prompt kind), and a session's model."""
     kinds = {"--text": text is not None, "--exemplar-image": exemplar_image is not None,
              "--seed-labels/--seed-point": seed_labels is not None or bool(seed_points),
@@ -133,7 +133,7 @@ def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label
         image = read_image(exemplar_image, channel=channel)
         mask = _mask(exemplar_mask, exemplar_label, "exemplar mask", "--exemplar-mask")
         return PromptSpec("exemplar", exemplar_image=image, exemplar_mask=mask, min_similarity=min_similarity,
-                          vocabulary=names), None
+                          similarity=similarity, vocabulary=names), None
     if exemplar_mask is not None:
         raise click.UsageError("--exemplar-mask needs --exemplar-image")
     if seed_labels is not None or seed_points:
@@ -159,6 +159,8 @@ def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label
 @click.option("--exemplar-mask", type=click.Path(exists=True, dir_okay=True), help="Label image marking the example on the reference image.")
 @click.option("--exemplar-label", type=int, help="Label id of the example in --exemplar-mask (default: all non-zero).")
 @click.option("--min-similarity", type=click.FloatRange(0, 1), default=0.8, help="Exemplar search threshold (cosine).")
+@click.option("--similarity", type=click.Choice(["class", "embedding"]), default="class", show_default=True,
+              help="Exemplar search: compare what the model names the objects (class) or their raw embeddings.")
 @click.option("--seed-labels", type=click.Path(exists=True, dir_okay=True), help="Propagation: label image of the start frame (one object per id).")
 @click.option("--seed-point", "seed_points", multiple=True, metavar="ROW,COL", help="Propagation: a click on the start frame, one object each (repeatable).")
 @click.option("--start-frame", type=click.IntRange(min=0), default=0, help="Propagation: frame the seeds are on.")
@@ -201,7 +203,7 @@ def build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label
 @click.option("--resume", is_flag=True, help="Skip items whose outputs are complete.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(inputs, output, text, vocabulary, exemplar_image, exemplar_mask, exemplar_label, min_similarity,
-            seed_labels, seed_points, start_frame, direction, stop_iou, min_score, max_step, session, model, config, device,
+            similarity, seed_labels, seed_points, start_frame, direction, stop_iou, min_score, max_step, session, model, config, device,
             precision, short_side, scale, tile, tile_overlap, max_side, seed, axes, channel, normalize, recursive, label_format, chunk_frames,
             scheduler, workers, threads, overwrite, resume, quiet) -> None:
     """Segment images, z-stacks and time-lapses in INPUTS (files or folders) with one prompt.
@@ -219,7 +221,8 @@ def segment(inputs, output, text, vocabulary, exemplar_image, exemplar_mask, exe
     try:
         prompt, session_model = build_prompt(text, vocabulary, exemplar_image, exemplar_mask, exemplar_label,
                                              min_similarity, seed_labels, seed_points, start_frame, direction,
-                                             stop_iou, min_score, session, channel, max_step_arg(max_step))
+                                             stop_iou, min_score, session, channel, max_step_arg(max_step),
+                                             similarity)
         if session is not None and scale is None and short_side == "auto":
             from .session import session_scale
 

@@ -105,6 +105,8 @@ class PromptSpec:
             checkpoints).
         exemplar_image, exemplar_mask: reference image and ``[H, W]`` bool mask, for ``"exemplar"``.
         min_similarity: cosine similarity an exemplar match must reach.
+        similarity: what an exemplar search compares, ``"class"`` or ``"embedding"`` (see
+            :func:`napari_seem.engine.referring.find_similar`).
         seed_labels: ``[H, W]`` label image on ``start_frame`` (each id one object), for ``"propagate"``.
         seed_points: ``[N, 2]`` (row, col) clicks on ``start_frame``, one object each (alternative to
             ``seed_labels``).
@@ -119,6 +121,7 @@ class PromptSpec:
     exemplar_image: np.ndarray | None = None
     exemplar_mask: np.ndarray | None = None
     min_similarity: float = 0.8
+    similarity: str = "class"
     seed_labels: np.ndarray | None = None
     seed_points: np.ndarray | None = None
     start_frame: int = 0
@@ -182,6 +185,8 @@ class PromptSpec:
         out: dict[str, Any] = {"kind": self.kind}
         if self.kind == "propagate":
             out["max_step"] = "off" if self.max_step is None else self.max_step
+        if self.kind == "exemplar":
+            out["similarity"] = self.similarity
         for key in ("text", "vocabulary", "min_similarity", "start_frame", "direction", "stop_iou", "min_score"):
             value = getattr(self, key)
             if value is not None and (key in ("text", "vocabulary") or self.kind in ("exemplar", "propagate")):

@@ -105,7 +105,8 @@ def segment_frame(segmenter: Segmenter, frame: np.ndarray, prompt: PromptSpec, o
     """Apply a per-frame prompt (text, vocabulary or exemplar) to one ``[H, W]`` / ``[H, W, C]`` frame."""
     if prompt.kind == "exemplar":
         return segmenter.find_similar(prompt.exemplar_image, prompt.exemplar_mask, frame,
-                                      min_similarity=prompt.min_similarity, normalize=options.normalize)
+                                      min_similarity=prompt.min_similarity, similarity=prompt.similarity,
+                                      normalize=options.normalize)
     if prompt.kind not in ("text", "vocabulary"):
         raise ValueError(f"{prompt.kind!r} is not a per-frame prompt")
     vocabulary = Vocabulary(prompt.vocabulary) if prompt.kind == "vocabulary" else None

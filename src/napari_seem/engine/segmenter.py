@@ -520,11 +520,21 @@ class Segmenter:
         vocab = vocabulary if isinstance(vocabulary, Vocabulary) or vocabulary is None else Vocabulary(vocabulary)
         return self._panoptic(vocab or self._vocabulary, score_threshold, overlap_threshold)
 
+    def _class_probabilities(self, captions: torch.Tensor, vocabulary: Vocabulary | None = None) -> torch.Tensor:
+        """``[N, K+1]`` class probabilities (the last column: no object) of ``[N, D]`` text-space
+        embeddings, as the object queries' class logits are computed."""
+        with torch.inference_mode():
+            logits = self.model.lang_encoder.compute_similarity(captions, self._class_embeddings(vocabulary or self._vocabulary))
+        return logits.float().softmax(-1)
+
     def _panoptic(self, vocab: Vocabulary, score_threshold: float | None, overlap_threshold: float | None,
-                  only: int | None = None) -> Segmentation:
+                  only: int | None = None, like: tuple[torch.Tensor, float] | None = None) -> Segmentation:
         """SEEM's panoptic inference with the region rules; with ``only`` (a class index), just the
         queries that name that class take part, so objects of other classes claim none of its
-        pixels (text search: a nucleus lies inside its cell)."""
+        pixels (text search: a nucleus lies inside its cell). With ``like = (probabilities,
+        threshold)`` (a ``[K+1]`` class distribution), just the queries whose class distribution
+        has a cosine similarity of at least ``threshold`` with it take part, and each object's
+        score is that similarity (referring-image search)."""
         state = self._state()
         model = self.model
         with self._lock, inference_context(self.device, self.precision):
@@ -534,6 +544,12 @@ class Segmenter:
             if only is not None:  # the other queries say "no object" (the last class) for sure
                 cls_logits = cls_logits.clone()
                 cls_logits[cls_logits.argmax(-1) != only, -1] = 1e4
+            similarity = None
+            if like is not None:
+                reference, threshold = like
+                similarity = F.cosine_similarity(cls_logits.softmax(-1), reference.to(cls_logits)[None], dim=-1)
+                cls_logits = cls_logits.clone()
+                cls_logits[similarity < threshold, -1] = 1e4
             mask_logits = out.masks[0]
             panoptic = panoptic_inference(
                 cls_logits, mask_logits, vocab.thing_ids,
@@ -569,12 +585,17 @@ class Segmenter:
                 positions = regroup[positions]
             positions, pieces = split_label_regions(positions, things[source], min_area=cell)
             source = source[pieces]
-        scores = np.asarray([segments[k]["score"] for k in source], np.float32)
+        class_scores = np.asarray([segments[k]["score"] for k in source], np.float32)
+        if similarity is None:
+            scores = class_scores.copy()
+        else:
+            query_similarity = similarity[keep_queries].clamp(0, 1).cpu().numpy()
+            scores = query_similarity[source].astype(np.float32)
         return Segmentation.from_labels(
             positions,
             scores=scores,
             class_names=[vocab.names[segments[k]["category_id"]] for k in source],
-            class_scores=scores.copy(),
+            class_scores=class_scores,
             memory=out.masks[0, keep_queries].float().cpu().numpy(),  # each query's once, shared by its pieces
             memory_index=source,
             object_ids=np.arange(1, len(source) + 1),
