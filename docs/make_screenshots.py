@@ -64,7 +64,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=None)
-    parser.add_argument("--shots", nargs="+", default=["clicks", "propagate", "tiles"],
+    parser.add_argument("--shots", nargs="+", default=["clicks", "propagate", "tiles", "similar"],
                         help="which screenshots to make (default: all)")
     args = parser.parse_args()
     seg = segmenter(args.model)
@@ -83,6 +83,8 @@ def main() -> None:
         propagate(viewer, widget)
     if "tiles" in args.shots:
         tiles(viewer, widget)
+    if "similar" in args.shots:
+        similar(viewer, widget)
     viewer.close()
 
 
@@ -138,6 +140,41 @@ def tiles(viewer, widget) -> None:
     viewer.layers.selection.active = viewer.layers["field seem"]
     settle(widget)
     viewer.screenshot(str(HERE / "images" / "widget_tiles.png"), canvas_only=False)
+
+
+def similar(viewer, widget) -> None:
+    """One nucleus clicked on frame 0 of the time-lapse, used as the reference, found on the last frame."""
+    from napari_seem.io.sample_data import TIMELAPSE_FRAMES, TIMELAPSE_SHAPE, timelapse
+    from napari_seem.synthetic import make_sequence
+
+    viewer.layers.clear()
+    for data, kwargs, kind in timelapse():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    viewer.dims.set_point(0, 0)
+    points = viewer.add_points(name="click", ndim=3, size=6, face_color="lime")
+    nuclei = make_sequence(n_frames=TIMELAPSE_FRAMES, shape=TIMELAPSE_SHAPE, seed=0).nuclei[0]
+    nucleus = max(np.unique(nuclei)[1:], key=lambda k: (nuclei == k).sum())  # the largest nucleus of frame 0
+    rows, cols = np.nonzero(nuclei == nucleus)
+    points.add([[0, rows.mean(), cols.mean()]])
+    widget.refresh_layers()
+    widget.points_combo.setCurrentText("click")
+    widget.shapes_combo.setCurrentText("(none)")
+    widget.text_edit.setText("")
+    widget.output_combo.setCurrentText("(new layer)")
+    widget.segment()
+    settle(widget)
+    output = viewer.layers["time-lapse seem"]
+    output.selected_label = int(output.data[0][int(rows.mean()), int(cols.mean())])
+    widget.set_reference()
+    settle(widget)
+    viewer.dims.set_point(0, TIMELAPSE_FRAMES - 1)
+    widget.similar_scope.setCurrentIndex(0)
+    widget.find_similar()
+    settle(widget)
+    viewer.reset_view()
+    viewer.layers.selection.active = output
+    settle(widget)
+    viewer.screenshot(str(HERE / "images" / "widget_find_similar.png"), canvas_only=False)
 
 
 if __name__ == "__main__":
