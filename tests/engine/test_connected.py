@@ -11,6 +11,7 @@ from napari_seem.engine.connected import (
     keep_prompted_regions_all,
     merge_duplicate_labels,
     merge_duplicates,
+    split_between_nuclei,
     split_label_regions,
     split_regions,
 )
@@ -461,3 +462,23 @@ def test_a_cell_keeps_what_its_clicks_mark_and_what_is_not_a_nucleus_of_its_own(
     np.testing.assert_array_equal(cut_at_foreign_nuclei(mask, prob, _at((20, 15)), outside), mask)
     empty = np.zeros_like(mask)
     assert not cut_at_foreign_nuclei(empty, prob, _at((20, 15)), nuclei).any()
+
+
+def test_a_mask_over_two_nuclei_is_split_into_two_cells_where_its_confidence_dips():
+    mask, prob, nuclei = _two_cells()
+    areas = np.bincount(nuclei.ravel())
+    pieces = split_between_nuclei(mask, prob, nuclei, areas)
+    assert set(np.unique(pieces)) == {0, 1, 2}
+    np.testing.assert_array_equal(pieces > 0, mask)  # every mask pixel in one piece, nothing outside
+    assert (pieces[nuclei == 1] == 1).all() and (pieces[nuclei == 2] == 2).all()
+    assert (pieces[mask[:, :] & (np.arange(60) < 28)[None]] == 1).all()
+    assert (pieces[mask & (np.arange(60) >= 32)[None]] == 2).all()
+    one = nuclei.copy()
+    one[one == 2] = 0
+    np.testing.assert_array_equal(split_between_nuclei(mask, prob, one, np.bincount(one.ravel())), mask.astype(np.int32))
+    outside = nuclei.copy()
+    outside[outside == 2] = 0
+    outside[32:40, 40:50] = 2  # only 30 of its 80 px inside the mask: not a nucleus of this mask
+    np.testing.assert_array_equal(split_between_nuclei(mask, prob, outside, np.bincount(outside.ravel())),
+                                  mask.astype(np.int32))
+    assert not split_between_nuclei(np.zeros_like(mask), prob, nuclei, areas).any()

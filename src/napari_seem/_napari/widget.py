@@ -203,7 +203,8 @@ class SeemWidget(QWidget):
         self.nucleus_check = self._check("A cell holds one nucleus",
                                          "With 'cell' and 'nucleus' in the vocabulary: a clicked cell whose mask "
                                          "covers other cells' nuclei is cut between its own nucleus and theirs "
-                                         "(a positive click on a second nucleus keeps it: a cell with two nuclei)",
+                                         "(a positive click on a second nucleus keeps it: a cell with two nuclei); "
+                                         "the text prompt 'cell' gives each nucleus its own cell",
                                          self._set_cells_hold_one_nucleus)
         for check in (self.memory_check, self.connected_check, self.nucleus_check):
             form.addRow(check)

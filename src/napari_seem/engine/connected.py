@@ -333,6 +333,43 @@ def cut_at_foreign_nuclei(mask: np.ndarray, prob: np.ndarray, positive: np.ndarr
     return keep_prompted_regions(cut_at_negatives(mask, prob, seeds, others), prompt)
 
 
+def split_between_nuclei(mask: np.ndarray, prob: np.ndarray, nuclei: np.ndarray, nucleus_areas: np.ndarray,
+                         min_inside: float = 0.5) -> np.ndarray:
+    """One region per nucleus of a mask that covers several: a found "cell" holding two or more
+    nuclei is that many touching cells.
+
+    The nuclei with at least ``min_inside`` of their area inside the mask seed a watershed on
+    ``1 - prob`` within the mask (as :func:`cut_at_negatives`, with one seed per nucleus), so the
+    cells part where the mask's confidence dips between their nuclei.
+
+    Args:
+        mask: ``[H, W]`` bool mask of an object named as a cell.
+        prob: ``[H, W]`` float mask probability (read in the mask's bounding box only).
+        nuclei: ``[H, W]`` int label image of the nuclei on the image (0: none).
+        nucleus_areas: ``np.bincount(nuclei.ravel())``.
+
+    Returns:
+        ``[H, W]`` int32, ``i + 1`` on the region of the ``i``-th nucleus (in label order), 0
+        off the mask; the mask itself as region 1 when it covers fewer than two nuclei.
+    """
+    out = np.zeros(mask.shape, np.int32)
+    if not mask.any():
+        return out
+    box = bounding_box(mask)
+    inside = mask[box]
+    covered = nuclei[box][inside]
+    ids, counts = np.unique(covered[covered > 0], return_counts=True)
+    seeds = ids[counts >= min_inside * nucleus_areas[ids]]
+    if len(seeds) < 2:
+        out[mask] = 1
+        return out
+    markers = np.zeros(inside.shape, np.int32)
+    for i, k in enumerate(seeds, start=1):
+        markers[(nuclei[box] == k) & inside] = i
+    out[box] = watershed(1.0 - prob[box], markers, mask=inside)
+    return out
+
+
 def _expanded(box: tuple[slice, slice], by: float, shape: tuple[int, ...]) -> tuple[slice, slice]:
     """``box`` grown by ``by`` pixels on every side, clipped to ``shape``."""
     pad = int(np.ceil(by))

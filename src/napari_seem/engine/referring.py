@@ -46,6 +46,7 @@ def _alike_by_class(segmenter: "Segmenter", ref_embedding: torch.Tensor, min_sim
         from .refine import refine_by_clicks
 
         found = refine_by_clicks(segmenter, segmenter._state(), found)
+    found = segmenter._split_cells_at_nuclei(found)
     if not len(found):
         return found
     order = np.argsort(-found.scores, kind="stable")[:max_objects]

@@ -35,6 +35,7 @@ from .connected import (
     grow_at_marks,
     keep_prompted_regions_all,
     merge_duplicate_labels,
+    split_between_nuclei,
     split_label_regions,
 )
 from .device import inference_context, release_memory, resolve_device
@@ -94,7 +95,9 @@ class Segmenter:
             vocabulary, a prompted object named ``cell`` is cut between its own nucleus and the
             other nuclei its mask covers (found by text search, once per image): a cell's mask
             that leaks into its neighbours loses them (see
-            :func:`napari_seem.engine.connected.cut_at_foreign_nuclei`).
+            :func:`napari_seem.engine.connected.cut_at_foreign_nuclei`); and a cell found by
+            text search (or referring-image search) that covers several nuclei is split into one
+            cell per nucleus (:func:`napari_seem.engine.connected.split_between_nuclei`).
     """
 
     def __init__(
@@ -504,7 +507,51 @@ class Segmenter:
             from .refine import refine_by_clicks
 
             found = refine_by_clicks(self, self._state(), found)
-        return found
+        return self._split_cells_at_nuclei(found) if text == CELL else found
+
+    def _split_cells_at_nuclei(self, found: Segmentation) -> Segmentation:
+        """``found`` (a label-image result on the current image) with each object named ``cell``
+        that covers several nuclei split into one cell per nucleus
+        (:func:`~napari_seem.engine.connected.split_between_nuclei`; the nuclei are those of text
+        search); the pieces share the object's class, score and memory. Only with
+        ``cells_hold_one_nucleus`` and ``connected_objects`` and ``nucleus`` in the vocabulary."""
+        if not (self.cells_hold_one_nucleus and self.connected_objects and NUCLEUS in self._vocabulary.names
+                and CELL in found.class_names):
+            return found
+        positions = found.positions()
+        if positions is None:
+            return found
+        nuclei, areas = self._nucleus_labels(self._state())
+        if not nuclei.any():
+            return found
+        out = np.zeros_like(positions)
+        source: list[int] = []
+        for k in range(len(found)):
+            box = found.box(k)
+            if box is None:
+                continue
+            window = tuple(slice(max(0, b.start - 1), b.stop + 1) for b in box)
+            mask = positions[window] == k + 1
+            covered = nuclei[window][mask]
+            if found.class_names[k] != CELL or len(np.unique(covered[covered > 0])) < 2:
+                out[window][mask] = len(source) + 1
+                source.append(k)
+                continue
+            prob = self.mask_probabilities(found, k)[window] if found.memory_of(k) is not None else mask.astype(np.float32)
+            pieces = split_between_nuclei(mask, prob, nuclei[window], areas)
+            for piece in range(1, int(pieces.max()) + 1):
+                region = pieces == piece
+                if region.any():
+                    out[window][region] = len(source) + 1
+                    source.append(k)
+        if len(source) == len(found):
+            return found
+        idx = np.asarray(source, dtype=np.int64)
+        rows, index = found.memory_rows()
+        return Segmentation.from_labels(
+            out, scores=found.scores[idx], class_names=[found.class_names[k] for k in source],
+            class_scores=found.class_scores[idx], memory=rows,
+            memory_index=None if rows is None else index[idx], object_ids=np.arange(1, len(source) + 1))
 
     # ------------------------------------------------------------------ automatic
     def segment_everything(self, *, vocabulary: Vocabulary | Sequence[str] | None = None,
