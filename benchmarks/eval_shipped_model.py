@@ -66,6 +66,9 @@ def main() -> int:
         print(f"{label:46s} {value:9.3f}  {op} {threshold:<5g} {'ok' if passed else 'MISSED'}")
     print(f"diagnostic: propagation after correcting the first frame to 85% IoU: mean IoU "
           f"{report.propagation_corrected_iou:.3f}, identity kept {report.propagation_corrected_identity:.3f}")
+    print(f"diagnostic: text 'cell': mean IoU over true cells {report.text_cell_iou:.3f}; referring-image search "
+          "from the largest object of the previous image: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in report.referring_iou.items()))
     by_class = ", ".join(f"{k} {v:.2f}" for k, v in report.noc85_by_class.items())
     print(f"diagnostic: NoC@85 per class: {by_class}")
     print(f"objects evaluated: {report.counts}; automatic matched: {report.automatic_matched}")

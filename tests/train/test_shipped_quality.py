@@ -17,7 +17,18 @@ import torch
 from napari_seem.engine import ObjectPrompt
 from napari_seem.model import build_seem
 from napari_seem.synthetic import make_image, object_centre
-from napari_seem.train.evaluate import EVAL_SEED, _correct, _noc, _targets, evaluate, iou, iou_matrix, make_segmenter
+from napari_seem.train.evaluate import (
+    EVAL_SEED,
+    _correct,
+    _noc,
+    _targets,
+    _truth,
+    evaluate,
+    iou,
+    iou_matrix,
+    make_segmenter,
+    matched_ious,
+)
 from napari_seem.weights import load_shipped_model, shipped_model_path
 
 #: single click at the object's centre, mean IoU over 2 held-out 256² images (28 objects)
@@ -434,3 +445,17 @@ def test_text_search_for_cells_gives_each_nucleus_its_own_cell(shipped):
     split, whole = cell_iou(), cell_iou(cells_hold_one_nucleus=False)
     assert split >= 0.55, f"text 'cell' IoU {split:.3f}"  # measured 0.69 (0.60 without the split) on 44 cells
     assert split >= whole + 0.04
+
+
+def test_the_text_cell_and_referring_diagnostics_are_what_the_engine_gives(shipped):
+    report = evaluate(shipped, n_images=1, n_sequences=0, noc_per_class=0)
+    seg = make_segmenter(shipped)
+    s, following = make_image((256, 256), seed=EVAL_SEED), make_image((256, 256), seed=EVAL_SEED + 1)
+    seg.set_image(s.image)
+    assert report.text_cell_iou == pytest.approx(float(np.mean(matched_ious(seg.predict(text="cell"), _truth(s, "cell")))))
+    for class_name in ("nucleus", "cell"):
+        example = max((o["id"] for o in s.objects if o["class"] == class_name), key=lambda k: (s.instances == k).sum())
+        found = seg.find_similar(s.image, s.instances == example, following.image)
+        direct = float(np.mean(matched_ious(found, _truth(following, class_name))))
+        assert report.referring_iou[class_name] == pytest.approx(direct)
+        assert direct > 0.3, f"referring-image search from a {class_name}: {direct:.3f}"

@@ -12,6 +12,10 @@ Protocol (all images 256 x 256 unless ``shape`` says otherwise, seeds below
   only.)
 * ``text``: ``predict(text="nucleus")``; Hungarian matching of the masks to the true nuclei;
   mean IoU over the true nuclei (a missed nucleus counts 0).
+* ``text_cell`` (diagnostic): the same for ``predict(text="cell")`` and the true cells.
+* ``referring`` (diagnostic): the largest nucleus (cell) of image ``i`` as the example of
+  ``find_similar`` on image ``i + 1``; mean IoU over that image's true nuclei (cells), matched as
+  for ``text``.
 * ``automatic``: ``segment_everything()``; objects matched to visible true instances at IoU >= 0.5;
   share of matched objects with the right class name.
 * ``propagation``: per time-lapse (20 frames), a click on the largest nucleus and on the largest
@@ -45,6 +49,8 @@ class QualityReport:
     noc85_by_class: dict[str, float] = field(default_factory=dict)
     text_nucleus_iou: float = float("nan")
     text_nucleus_recall50: float = float("nan")
+    text_cell_iou: float = float("nan")
+    referring_iou: dict[str, float] = field(default_factory=dict)
     automatic_class_accuracy: float = float("nan")
     automatic_matched: int = 0
     propagation_iou: float = float("nan")
@@ -99,6 +105,8 @@ def evaluate(model, n_images: int = 6, n_sequences: int = 2, max_clicks: int = 2
     clicks: dict[str, list[float]] = {"nucleus": [], "cell": []}
     nocs: dict[str, list[int]] = {"nucleus": [], "cell": []}
     text_ious, recalls, correct, matched = [], [], 0, 0
+    text_cell_ious: list[float] = []
+    referring: dict[str, list[float]] = {"nucleus": [], "cell": []}
     for i in range(n_images):
         s = make_image(shape, seed=seed + i)
         seg.set_image(s.image)
@@ -111,12 +119,9 @@ def evaluate(model, n_images: int = 6, n_sequences: int = 2, max_clicks: int = 2
                 taken[obj["class"]] += 1
                 nocs[obj["class"]].append(_noc(seg, full, point, result, max_clicks))
         nuclei = np.stack([s.nuclei == o["id"] for o in s.objects if o["class"] == "nucleus"])
-        text = seg.predict(text="nucleus")
-        ious = iou_matrix(text.masks, nuclei) if len(text) else np.zeros((0, len(nuclei)))
-        rows, cols = linear_sum_assignment(-ious) if len(text) else ([], [])
-        per_nucleus = np.zeros(len(nuclei))
-        per_nucleus[cols] = ious[rows, cols]
+        per_nucleus = matched_ious(seg.predict(text="nucleus"), nuclei)
         text_ious.extend(per_nucleus.tolist())
+        text_cell_ious.extend(matched_ious(seg.predict(text="cell"), _truth(s, "cell")).tolist())
         recalls.extend((per_nucleus >= 0.5).tolist())
         auto = seg.segment_everything()
         ids = [o["id"] for o in s.objects]
@@ -129,11 +134,21 @@ def evaluate(model, n_images: int = 6, n_sequences: int = 2, max_clicks: int = 2
                 if m[r, c] >= 0.5:
                     matched += 1
                     correct += auto.class_names[r] == gt_names[c]
+        following = make_image(shape, seed=seed + i + 1)
+        for class_name in referring:
+            examples = [o["id"] for o in s.objects if o["class"] == class_name]
+            if not examples:
+                continue
+            example = max(examples, key=lambda k: int((s.instances == k).sum()))
+            found = seg.find_similar(s.image, s.instances == example, following.image)
+            referring[class_name].extend(matched_ious(found, _truth(following, class_name)).tolist())
     report.click_iou = {k: float(np.mean(v)) for k, v in clicks.items()}
-    report.noc85 = float(np.mean(nocs["nucleus"] + nocs["cell"]))
+    report.noc85 = _mean(nocs["nucleus"] + nocs["cell"])
     report.noc85_by_class = {k: float(np.mean(v)) for k, v in nocs.items() if v}
     report.text_nucleus_iou = float(np.mean(text_ious))
     report.text_nucleus_recall50 = float(np.mean(recalls))
+    report.text_cell_iou = float(np.mean(text_cell_ious))
+    report.referring_iou = {k: float(np.mean(v)) for k, v in referring.items()}
     report.automatic_matched = matched
     report.automatic_class_accuracy = correct / matched if matched else 0.0
     report.propagation_iou, report.propagation_identity = _propagation_mean(seg, seed, n_sequences, 0, shape)
@@ -144,6 +159,29 @@ def evaluate(model, n_images: int = 6, n_sequences: int = 2, max_clicks: int = 2
                      "noc_nucleus": len(nocs["nucleus"]), "noc_cell": len(nocs["cell"]),
                      "text_nuclei": len(text_ious), "sequences": n_sequences}
     return report
+
+
+def _mean(values) -> float:
+    """The mean, NaN (without a warning) for no values."""
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _truth(s, class_name: str) -> np.ndarray:
+    """``[N, H, W]`` whole masks of the objects of ``class_name`` on synthetic image ``s``."""
+    maps = {"nucleus": s.nuclei, "cell": s.cells}
+    masks = [maps[class_name] == o["id"] for o in s.objects if o["class"] == class_name]
+    return np.stack(masks) if masks else np.zeros((0, *s.instances.shape), bool)
+
+
+def matched_ious(found, truth: np.ndarray) -> np.ndarray:
+    """``[N]`` IoU of each true mask ``truth [N, H, W]`` with the found object matched to it
+    (Hungarian matching on IoU; 0 where none is)."""
+    per_object = np.zeros(len(truth))
+    if len(found) and len(truth):
+        ious = iou_matrix(found.masks, truth)
+        rows, cols = linear_sum_assignment(-ious)
+        per_object[cols] = ious[rows, cols]
+    return per_object
 
 
 def _noc(seg: Segmenter, full: np.ndarray, point, result, max_clicks: int) -> int:
@@ -176,7 +214,7 @@ def _propagation_mean(seg: Segmenter, seed: int, n_sequences: int, max_clicks: i
             if ious:
                 prop_ious.extend(ious)
                 identity.append(kept)
-    return float(np.mean(prop_ious)), float(np.mean(identity))
+    return _mean(prop_ious), _mean(identity)
 
 
 def _propagation(seg: Segmenter, seed: int, class_name: str, max_clicks: int = 0,
