@@ -482,3 +482,12 @@ def test_a_mask_over_two_nuclei_is_split_into_two_cells_where_its_confidence_dip
     np.testing.assert_array_equal(split_between_nuclei(mask, prob, outside, np.bincount(outside.ravel())),
                                   mask.astype(np.int32))
     assert not split_between_nuclei(np.zeros_like(mask), prob, nuclei, areas).any()
+
+
+def test_a_split_cell_keeps_its_diagonal_pixels():
+    """Regions are 8-connected: a pixel joined to the mask only by a corner still gets a cell."""
+    mask, prob, nuclei = _two_cells()
+    mask[35, 58] = True  # touches the mask's corner (34, 57) diagonally
+    pieces = split_between_nuclei(mask, prob, nuclei, np.bincount(nuclei.ravel()))
+    np.testing.assert_array_equal(pieces > 0, mask)
+    assert pieces[35, 58] == 2

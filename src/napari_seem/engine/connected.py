@@ -366,7 +366,7 @@ def split_between_nuclei(mask: np.ndarray, prob: np.ndarray, nuclei: np.ndarray,
     markers = np.zeros(inside.shape, np.int32)
     for i, k in enumerate(seeds, start=1):
         markers[(nuclei[box] == k) & inside] = i
-    out[box] = watershed(1.0 - prob[box], markers, mask=inside)
+    out[box] = watershed(1.0 - prob[box], markers, mask=inside, connectivity=2)  # 8-connected, as the regions
     return out
 
 

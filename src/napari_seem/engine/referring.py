@@ -4,9 +4,10 @@ SEEM turns a visual prompt into tokens sampled from the image features at the ma
 (``SeemDecoder.encode_prompt``); decoded on the REFERENCE image, they give the example object's
 text-space embedding. Two ways to compare objects with it (``similarity``):
 
-* ``"class"`` (default): the kind of an object is what the model names it. The example's class
-  distribution (the example decoded as a mask prompt, as ``predict`` decodes it) over the segmenter's vocabulary (and "no object") is compared with that of every
-  object query of automatic mode on the TARGET image (cosine similarity). The queries at least
+* ``"class"`` (default): the kind of an object is what the model names it. The example is
+  decoded as a mask prompt (as ``predict`` decodes it), and its class distribution over the
+  segmenter's vocabulary (and "no object") is compared with that of every object query of
+  automatic mode on the TARGET image (cosine similarity). The queries at least
   ``min_similarity`` alike take part in the panoptic merge and the region rules, as the queries
   of one class do in text search, and each object found is outlined again from a click (as in
   text search). Objects that the model names alike score near 1, whatever the model.
