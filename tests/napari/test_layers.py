@@ -241,3 +241,36 @@ def test_errors_are_clear():
     wrong = viewer.add_labels(np.zeros((32, 40), dtype=np.int32))
     with pytest.raises(ValueError, match="shape"):
         L.check_output(wrong, image)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_an_object_already_in_the_layer_is_not_written_as_a_sliver(compact):
+    """skip_covered (text search, automatic mode, Find similar): an object mostly on an existing
+    one is that object found again, and is skipped whole; one that only touches an existing
+    object is written where the layer is free. New ids without pixels get no features row."""
+    positions = np.zeros((32, 40), np.int32)
+    positions[4:14, 4:14] = 1      # 64 of its 100 px on the existing object 5: the same object again
+    positions[20:30, 20:30] = 2    # 20 of 100 px on object 6: a new object beside it
+    common = dict(scores=np.array([0.9, 0.8], np.float32), class_names=["a", "b"],
+                  class_scores=np.full(2, 0.5, np.float32))
+    result = (Segmentation.from_labels(positions, **common) if compact
+              else Segmentation(np.stack([positions == 1, positions == 2]), **common))
+    viewer = ViewerModel()
+    image = viewer.add_image(blobs((32, 40)))
+    out = viewer.add_labels(np.zeros((32, 40), dtype=np.int32), **L.output_layer_kwargs(image))
+    out.data[6:16, 6:16] = 5
+    out.data[20:22, 20:30] = 6
+    before = out.data.copy()
+    plane = L.current_plane(image, viewer.dims)
+    ids = L.write_result(out, plane, result, mode="keep", skip_covered=0.5)
+    np.testing.assert_array_equal(ids, [7, 8])
+    assert not (out.data == 7).any()                                   # no sliver around object 5
+    np.testing.assert_array_equal(out.data == 8, (positions == 2) & (before == 0))
+    assert (out.data[before > 0] == before[before > 0]).all()         # existing objects untouched
+    assert out.features["index"].tolist() == [8]
+    out.undo()
+    np.testing.assert_array_equal(out.data, before)
+    L.write_result(out, plane, result, mode="keep")                   # without the rule: the sliver
+    assert (out.data == 9).sum() == 100 - 64
+    L.write_result(out, plane, result, mode="replace", skip_covered=0.5)  # replace paints everything
+    assert ((out.data == 11) == (positions == 1)).all()

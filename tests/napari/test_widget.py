@@ -350,3 +350,17 @@ def test_load_auto_offline_records_the_model_that_ran(make_napari_viewer, qtbot)
     overlap = np.logical_and(out.data == 1, truth).sum() / np.logical_or(out.data == 1, truth).sum()
     assert overlap > 0.5, overlap  # a real segmentation of the clicked nucleus
     assert out.features["class_name"].tolist() == ["nucleus"]
+
+
+def test_segment_everything_again_adds_nothing_already_there(setup, qtbot):
+    viewer, widget = setup(image=_timelapse(3))
+    viewer.dims.set_point(0, 0)
+    widget.segment_everything()
+    _wait(qtbot, widget)
+    out = viewer.layers["cells seem"]
+    first, rows = out.data.copy(), len(out.features)
+    assert rows == 2
+    widget.segment_everything()                                           # Existing: keep
+    _wait(qtbot, widget)
+    np.testing.assert_array_equal(out.data, first)
+    assert len(out.features) == rows                                      # no rows for ids never painted

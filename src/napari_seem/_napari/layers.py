@@ -380,6 +380,7 @@ def write_result(
     result: Segmentation,
     mode: str = "keep",
     label_ids: Sequence[int] | None = None,
+    skip_covered: float | None = None,
 ) -> np.ndarray:
     """Write ``result`` into the viewed plane of ``labels_layer`` as ONE undoable step.
 
@@ -389,9 +390,15 @@ def write_result(
             ``"replace"`` paints over other objects too.
         label_ids: ids to use per object, e.g. the ids of objects being corrected or propagated
             (their old pixels on this plane are cleared first). Default: new ids.
+        skip_covered: with ``"keep"``, an object with at least this share of its pixels on other
+            objects of the layer is already there and is not written at all (instead of leaving
+            the sliver around the existing object as a new one): for objects nobody prompted,
+            such as text search or automatic mode run again, or Find similar on the plane of its
+            example. None: every object is written where the layer is free.
 
     Returns:
-        ``[N]`` label ids written (an object with no pixel left still keeps its id).
+        ``[N]`` label ids, one per object (an object with no pixel left still keeps its id; a new
+        id that got no pixel gets no row in ``features``).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -411,12 +418,25 @@ def write_result(
     if label_ids is not None:
         new[np.isin(current, ids)] = 0
     free = np.ones_like(current, dtype=bool) if mode == "replace" else (new == 0)
+    skip = np.zeros(n, dtype=bool)
     positions = result.positions()
+    if mode == "keep" and skip_covered is not None and n:
+        if positions is not None:
+            area = np.bincount(positions.ravel(), minlength=n + 1)[1:]
+            covered = np.bincount(positions[~free].ravel(), minlength=n + 1)[1:]
+        else:
+            area = result.masks.reshape(n, -1).sum(1)
+            covered = (result.masks & ~free).reshape(n, -1).sum(1)
+        skip = (area > 0) & (covered >= skip_covered * area)
     if positions is not None:  # objects that cannot overlap, as one label image: one pass
         where = (positions > 0) & free
+        if skip.any():
+            where &= ~np.concatenate([[False], skip])[positions]
         new[where] = ids[positions[where] - 1]
     else:
         for k in np.argsort(result.scores, kind="stable"):  # higher scores painted last, win overlaps
+            if skip[k]:
+                continue
             where = result.masks[k] & free
             new[where] = ids[k]
             if mode == "keep":
@@ -426,7 +446,11 @@ def write_result(
         rows, cols = np.nonzero(changed)
         with labels_layer.block_history():
             labels_layer.data_setitem(plane.index(rows, cols), new[rows, cols].astype(current.dtype))
-    update_features(labels_layer, ids, result)
+    recorded = np.ones(n, dtype=bool) if label_ids is not None else np.isin(ids, np.unique(new))
+    if recorded.all():
+        update_features(labels_layer, ids, result)
+    elif recorded.any():
+        update_features(labels_layer, ids[recorded], result.select(np.flatnonzero(recorded)))
     return ids
 
 

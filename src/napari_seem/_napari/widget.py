@@ -45,6 +45,9 @@ METADATA_KEY = "napari_seem"
 PROGRESS_INTERVAL_MS = 250
 TILE_CHOICES = ("off", "auto", "256", "512", "1024")
 SCALE_CHOICES = ("auto", "0.25", "0.5", "0.75", "1", "1.5", "2")
+#: with Existing 'keep', an object of text search, automatic mode or Find similar with at least
+#: this share of its pixels on objects already in the layer is one of them and is not written
+ALREADY_THERE = 0.5
 
 
 def _presets() -> list[str]:
@@ -654,7 +657,8 @@ class SeemWidget(QWidget):
         mode = self.mode_combo.currentText()
 
         def write(result: Segmentation) -> None:
-            written = L.write_result(output, plane, result, mode, label_ids)
+            written = L.write_result(output, plane, result, mode, label_ids,
+                                     skip_covered=None if prompts else ALREADY_THERE)
             groups = ids if prompts else [f"text:{text}"] * len(result)
             self._last = _Last(key, list(groups), written, result)
             self._remember(output, text=text)
@@ -735,7 +739,7 @@ class SeemWidget(QWidget):
         mode = self.mode_combo.currentText()
 
         def write(result: Segmentation) -> None:
-            L.write_result(output, plane, result, mode)
+            L.write_result(output, plane, result, mode, skip_covered=ALREADY_THERE)
             self._remember(output, action="segment everything")
             self.status_label.setText(f"{len(result)} object(s) found")
 
@@ -822,7 +826,7 @@ class SeemWidget(QWidget):
 
         def write(item: tuple[L.ViewPlane, Segmentation]) -> None:
             target, result = item
-            L.write_result(output, target, result, mode)
+            L.write_result(output, target, result, mode, skip_covered=ALREADY_THERE)
 
         ref_image, ref_mask, _ = self._reference
         self._remember(output, action="find similar")
