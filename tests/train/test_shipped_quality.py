@@ -78,14 +78,7 @@ def text_iou(model, n_images: int = 2, first: int = 0, shape: tuple[int, int] = 
     for i in range(first, first + n_images):
         s = make_image(shape, seed=EVAL_SEED + i)
         seg.set_image(s.image)
-        nuclei = np.stack([s.nuclei == o["id"] for o in s.objects if o["class"] == "nucleus"])
-        found = seg.predict(text="nucleus")
-        per_nucleus = np.zeros(len(nuclei))
-        if len(found):
-            matrix = iou_matrix(found.masks, nuclei)
-            rows, cols = linear_sum_assignment(-matrix)
-            per_nucleus[cols] = matrix[rows, cols]
-        ious.extend(per_nucleus.tolist())
+        ious.extend(matched_ious(seg.predict(text="nucleus"), _truth(s, "nucleus")).tolist())
     return float(np.mean(ious))
 
 
@@ -94,20 +87,13 @@ def referring_iou(model, class_name: str = "nucleus", n_images: int = 2, **optio
     image ``i + 1``: mean IoU over that image's true objects of the class (instance-matched,
     missed = 0), and the class names of the objects found."""
     seg = make_segmenter(model)
-    maps = {"nucleus": "nuclei", "cell": "cells"}
     ious: list[float] = []
     names: list[str] = []
     for i in range(n_images):
         a, b = make_image((256, 256), seed=EVAL_SEED + i), make_image((256, 256), seed=EVAL_SEED + i + 1)
         example = max((o["id"] for o in a.objects if o["class"] == class_name), key=lambda k: (a.instances == k).sum())
         found = seg.find_similar(a.image, a.instances == example, b.image, **options)
-        truth = np.stack([getattr(b, maps[class_name]) == o["id"] for o in b.objects if o["class"] == class_name])
-        per_object = np.zeros(len(truth))
-        if len(found):
-            matrix = iou_matrix(found.masks, truth)
-            rows, cols = linear_sum_assignment(-matrix)
-            per_object[cols] = matrix[rows, cols]
-        ious.extend(per_object.tolist())
+        ious.extend(matched_ious(found, _truth(b, class_name)).tolist())
         names.extend(found.class_names)
     return float(np.mean(ious)), names
 
@@ -431,15 +417,10 @@ def test_text_search_for_cells_gives_each_nucleus_its_own_cell(shipped):
         for i in range(4):
             s = make_image((256, 256), seed=EVAL_SEED + i)
             seg.set_image(s.image)
-            cells = np.stack([s.cells == o["id"] for o in s.objects if o["class"] == "cell"])
             found = seg.predict(text="cell")
             assert set(found.class_names) == {"cell"}
             assert all(found.memory_of(k) is not None for k in range(len(found)))  # each piece can be corrected
-            matrix = iou_matrix(found.masks, cells)
-            rows, cols = linear_sum_assignment(-matrix)
-            per_cell = np.zeros(len(cells))
-            per_cell[cols] = matrix[rows, cols]
-            ious.extend(per_cell.tolist())
+            ious.extend(matched_ious(found, _truth(s, "cell")).tolist())
         return float(np.mean(ious))
 
     split, whole = cell_iou(), cell_iou(cells_hold_one_nucleus=False)
