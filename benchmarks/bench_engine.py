@@ -8,7 +8,7 @@ Each model runs in its own subprocess so that its peak memory is its own.
     python benchmarks/bench_engine.py [--threads 2] [--repeats 3] [--frames 4] [--quick]
 
 Prints one table: SEEM encode (1024²), per-click latency on cached features (and with memory),
-text-prompt latency, propagation frames/s on a 512² stack, peak RSS; SAM ViT-B ``set_image`` and
+text-prompt latency, referring-image search (both similarities), propagation frames/s on a 512² stack, peak RSS; SAM ViT-B ``set_image`` and
 ``predict()`` at 1024² and peak RSS; and the ratios the project targets. The peak RSS is the
 process's high-water mark after the single-image workload (model weights, vocabulary, encoding
 and every prompt type on the 1024² image), read before the 512² propagation part.
@@ -71,6 +71,10 @@ def run_seem(args) -> dict:
     out["text_grounding_s"] = _median_time(lambda: seg.predict(text="nucleus", all_instances=False), args.repeats)
     out["text_all_s"] = _median_time(lambda: seg.predict(text="nucleus"), args.repeats)
     out["everything_s"] = _median_time(lambda: seg.segment_everything(), args.repeats)
+    example = first.masks[0] if first.masks[0].any() else np.ones((size, size), bool)
+    for mode in ("class", "embedding"):  # the example on the current image (its features cached)
+        out[f"similar_{mode}_s"] = _median_time(
+            lambda: seg.find_similar(image, example, similarity=mode), args.repeats)
     out["peak_rss_gb"] = _peak_rss_gb()  # the whole single-image workload above, weights included
     seg = first = None  # free the 1024² features before the 512² part
 
@@ -159,6 +163,8 @@ def main() -> None:
         ("text prompt, grounding (one region), s", "text_grounding_s", None),
         ("text prompt, all instances, s", "text_all_s", None),
         ("segment everything, s", "everything_s", None),
+        ("find similar, class (default), s", "similar_class_s", None),
+        ("find similar, embedding, s", "similar_embedding_s", None),
         ("vocabulary embeddings (3 classes, once), s", "vocabulary_s", None),
         ("propagation on 512² stack, frames/s", "propagate_fps", None),
         ("peak RSS, one-image workload, GB", "peak_rss_gb", "peak_rss_gb"),

@@ -116,19 +116,20 @@ def find_similar(
         embeddings = torch.cat([out.selected_captions()[0], out.captions[0]]).float()
         similarity = (_normalized(embeddings) @ _normalized(ref_embedding).t())[:, 0]
     order = [0] + [int(i) for i in torch.argsort(similarity[1:], descending=True) + 1]
-    grid = segmenter._to_model_grid(target, candidates) > 0
     kept: list[int] = []
-    taken = torch.zeros_like(grid[0])
+    taken = None
     for i in order:
         if len(kept) >= max_objects:
             break
         if i != 0 and float(similarity[i]) < min_similarity:
             continue
-        area = int(grid[i].sum())
-        if area == 0 or int((grid[i] & taken).sum()) > max_overlap * area:
+        grid = segmenter._to_model_grid(target, candidates[i:i + 1])[0] > 0  # one candidate at a time: bounded memory
+        taken = torch.zeros_like(grid) if taken is None else taken
+        area = int(grid.sum())
+        if area == 0 or int((grid & taken).sum()) > max_overlap * area:
             continue
         kept.append(i)
-        taken |= grid[i]
+        taken |= grid
     if not kept:
         return Segmentation.empty(target.prepared.original_shape)
     names, class_scores = segmenter._name(embeddings[kept])
