@@ -13,7 +13,8 @@ def test_demo_writes_results(tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "text 'nucleus'" in text and "IoU" in text
-    for name in ("nuclei_from_text", "clicked_cell", "everything"):
+    assert "find similar, one nucleus of another image" in text
+    for name in ("nuclei_from_text", "clicked_cell", "everything", "similar_to_example"):
         labels = tifffile.imread(out / f"{name}_labels.tif")
         table = pd.read_csv(out / f"{name}_objects.csv")
         assert labels.shape == (256, 256)
@@ -42,3 +43,18 @@ def test_overview_stretches_a_dim_16_bit_image_past_its_bright_spots():
     np.testing.assert_allclose(display_gray(rgba), gray)  # colour channels averaged, alpha ignored
     flat = display_gray(np.full((8, 8), 7, np.uint8))
     assert np.isfinite(flat).all() and (flat == 0).all()
+
+
+def test_demo_with_the_shipped_model_segments_the_sample(tmp_path, capsys):
+    """The README's main job on the shipped model: real segmentations, measured against the
+    sample's ground truth (5 nuclei: text 5/5 at IoU 0.86, the example nucleus 5/5 at 0.86)."""
+    import re
+
+    assert main(["demo", "--model", "seem_tiny_synthetic", "--device", "cpu", "--out", str(tmp_path / "d")]) == 0
+    text = capsys.readouterr().out
+    for line_start in ("text 'nucleus'", "find similar"):
+        line = next(line for line in text.splitlines() if line.startswith(line_start))
+        found, total, mean = re.search(r"(\d+)/(\d+) true nuclei found .* mean IoU ([0-9.]+)", line).groups()
+        assert int(found) >= int(total) - 1 and float(mean) >= 0.7, line
+    click = next(line for line in text.splitlines() if line.startswith("one click"))
+    assert float(re.search(r"IoU ([0-9.]+)", click).group(1)) >= 0.65 and "class 'cell'" in click
