@@ -133,7 +133,8 @@ def test_tiles_box_segments_tile_by_tile_with_progress_and_cancel(setup, qtbot, 
     widget.output_combo.setCurrentText(NEW_LAYER)
     widget.segment_everything()
     _wait(qtbot, widget)
-    assert widget.status_label.text() == "Segmenting everything: done"
+    assert widget.status_label.text().startswith("Segmenting everything: done;")   # then the objects found
+    assert "in one piece" not in widget.status_label.text()
 
 
 def test_scale_box_resizes_images_for_the_model(setup, qtbot, engine):

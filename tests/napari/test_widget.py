@@ -364,3 +364,4 @@ def test_segment_everything_again_adds_nothing_already_there(setup, qtbot):
     _wait(qtbot, widget)
     np.testing.assert_array_equal(out.data, first)
     assert len(out.features) == rows                                      # no rows for ids never painted
+    assert "2 already there, left out" in widget.status_label.text()

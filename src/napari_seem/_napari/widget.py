@@ -50,6 +50,13 @@ SCALE_CHOICES = ("auto", "0.25", "0.5", "0.75", "1", "1.5", "2")
 ALREADY_THERE = 0.5
 
 
+def _already_there(output, plane: "L.ViewPlane", written: np.ndarray) -> str:
+    """A status suffix naming the objects of a result that were left out as already in the layer
+    (see :data:`ALREADY_THERE`); empty when there are none."""
+    missing = int((~np.isin(written, np.asarray(output.data[plane.leading]))).sum())
+    return f" ({missing} already there, left out)" if missing else ""
+
+
 def _presets() -> list[str]:
     """``auto`` first (official Focal-T when on this machine, else the shipped model), then all."""
     from ..model import available_models
@@ -599,7 +606,9 @@ class SeemWidget(QWidget):
         if self.worker is worker:
             self.worker = None
         if self.last_error is None:
-            self.status_label.setText(f"{desc}: cancelled" if self._cancelled else f"{desc}: done")
+            result_note = self.status_label.text()  # what a result handler said (objects written, ...)
+            done = f"{desc}: cancelled" if self._cancelled else f"{desc}: done"
+            self.status_label.setText(done if result_note == f"{desc} …" else f"{done}; {result_note}")
         self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
@@ -662,7 +671,8 @@ class SeemWidget(QWidget):
             groups = ids if prompts else [f"text:{text}"] * len(result)
             self._last = _Last(key, list(groups), written, result)
             self._remember(output, text=text)
-            self.status_label.setText(f"{len(result)} object(s) written to {output.name!r}")
+            self.status_label.setText(f"{len(result)} object(s) written to {output.name!r}"
+                                      + ("" if prompts else _already_there(output, plane, written)))
 
         if not prompts and self._tiling()[0]:
             self._run_tiled(seg, image, plane, text, write, "Segmenting")
@@ -739,9 +749,9 @@ class SeemWidget(QWidget):
         mode = self.mode_combo.currentText()
 
         def write(result: Segmentation) -> None:
-            L.write_result(output, plane, result, mode, skip_covered=ALREADY_THERE)
+            written = L.write_result(output, plane, result, mode, skip_covered=ALREADY_THERE)
             self._remember(output, action="segment everything")
-            self.status_label.setText(f"{len(result)} object(s) found")
+            self.status_label.setText(f"{len(result)} object(s) found{_already_there(output, plane, written)}")
 
         if self._tiling()[0]:
             self._run_tiled(seg, image, plane, None, write, "Segmenting everything")

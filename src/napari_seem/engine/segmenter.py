@@ -521,7 +521,10 @@ class Segmenter:
         positions = found.positions()
         if positions is None:
             return found
-        nuclei, areas = self._nucleus_labels(self._state())
+        from .refine import _window_logits
+
+        state = self._state()
+        nuclei, areas = self._nucleus_labels(state)
         if not nuclei.any():
             return found
         out = np.zeros_like(positions)
@@ -537,7 +540,12 @@ class Segmenter:
                 out[window][mask] = len(source) + 1
                 source.append(k)
                 continue
-            prob = self.mask_probabilities(found, k)[window] if found.memory_of(k) is not None else mask.astype(np.float32)
+            memory = found.memory_of(k)
+            if memory is None:
+                prob = mask.astype(np.float32)
+            else:  # the object's probability in its window only, not over the whole image
+                logits = torch.from_numpy(np.ascontiguousarray(memory, dtype=np.float32))
+                prob = 1.0 / (1.0 + np.exp(-_window_logits(self, state, logits, window)))
             pieces = split_between_nuclei(mask, prob, nuclei[window], areas)
             for piece in range(1, int(pieces.max()) + 1):
                 region = pieces == piece
