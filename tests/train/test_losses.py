@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from napari_seem.train.losses import (
     boundary_band, class_loss, dice_loss, downsample_targets, full_mask_loss, hungarian, mask_costs, match_queries,
-    point_mask_loss, pool_targets, sample_points, uncertain_points, upsample,
+    point_mask_loss, pool_targets, prepare_masks, prepared_mask_loss, sample_points, uncertain_points, upsample,
 )
 
 
@@ -252,3 +252,26 @@ def test_boundary_band_marks_the_pixels_near_the_outline(width):
         assert np.array_equal(b.astype(bool), grown & ~shrunk)
     assert set(np.unique(band.numpy())) == {0.0, 1.0}
     assert band[1, 0, 0] == 0 and band[1, 4, 4] == 1
+
+
+@pytest.mark.parametrize("stride", [1, 2, 4])
+def test_targets_prepared_once_give_every_stage_the_same_loss_bit_for_bit(stride):
+    """Training prepares a task's targets once for all decoder stages and selects each stage's
+    matched rows: the same numbers, bit for bit, as bringing the selected masks to the loss's
+    resolution at every stage (the shipped weights are reproducible byte for byte)."""
+    g = torch.Generator().manual_seed(9)
+    logits = torch.randn(5, 6, 5, generator=g)  # a 24 x 20 padded image
+    targets = torch.rand(4, 22, 19, generator=g) > 0.6  # the unpadded image
+    weights = (torch.rand(4, 22, 19, generator=g) > 0.2).float()
+    emphasis = 1 + 4 * boundary_band(targets, 1)
+    prepared = prepare_masks(targets, (24, 20), weights, stride, emphasis)
+    assert len(prepared) == 4 and prepared.size == (-(-22 // stride), -(-19 // stride))
+    for q, t in (([0, 3, 1], [2, 0, 3]), ([4], [1]), ([], [])):
+        once = prepared_mask_loss(logits[q], prepared[t])
+        each = full_mask_loss(logits[q], targets[t], weights[t], stride, emphasis[t])
+        assert torch.equal(once[0], each[0]) and torch.equal(once[1], each[1])
+    unweighted = prepare_masks(targets, (24, 20), stride=stride)
+    assert unweighted.weights is None and unweighted.bce_weights is None
+    assert torch.equal(prepared_mask_loss(logits[:4], unweighted)[0], full_mask_loss(logits[:4], targets, stride=stride)[0])
+    with pytest.raises(ValueError, match="stride"):
+        prepare_masks(targets, (24, 20), stride=3)

@@ -201,11 +201,14 @@ def test_point_sampled_losses_train_deterministically_without_full_masks(tiny_ya
     """``mask_points``: SEEM's point-sampled mask losses; the points come from the step's seeded
     generator, so a run is reproducible, and no full-resolution mask loss is computed."""
     import napari_seem.train.losses as losses
+    import napari_seem.train.objective as objective
 
     def refuse(*args, **kwargs):
         raise AssertionError("full-resolution mask loss computed with mask_points > 0")
 
     monkeypatch.setattr(losses, "full_mask_loss", refuse)
+    monkeypatch.setattr(objective, "prepare_masks", refuse)
+    monkeypatch.setattr(objective, "prepared_mask_loss", refuse)
     assert_training_is_deterministic_and_learns(
         tiny_yaml, tmp_path, checkpoint_every=5, objective=ObjectiveConfig(mask_points=256, propagation_share=0.0))
 

@@ -37,9 +37,11 @@ from .losses import (
     boundary_band,
     class_loss,
     downsample_targets,
-    mask_loss,
     match_queries,
     multiply_weights,
+    point_mask_loss,
+    prepare_masks,
+    prepared_mask_loss,
     upsample,
 )
 
@@ -240,6 +242,28 @@ def _boundary_emphasis(targets: Tensor, cfg: ObjectiveConfig) -> Tensor | None:
     return 1 + cfg.boundary_emphasis * boundary_band(targets, cfg.boundary_width)
 
 
+class StageTargets:
+    """One task's mask targets for the mask losses of every decoder stage: prepared once at the
+    loss's resolution (:func:`~napari_seem.train.losses.prepare_masks`), or kept at full
+    resolution for SEEM's point-sampled losses (``cfg.mask_points``, new points every stage)."""
+
+    def __init__(self, targets: Tensor, cfg: ObjectiveConfig, small_size: tuple[int, int],
+                 weights: Tensor | None = None, emphasis: Tensor | None = None) -> None:
+        self.points = cfg.mask_points
+        if self.points > 0:
+            self.full = (targets, weights, emphasis)
+        else:
+            padded = (4 * small_size[0], 4 * small_size[1])
+            self.prepared = prepare_masks(targets, padded, weights, cfg.mask_loss_stride, emphasis)
+
+    def loss(self, logits: Tensor, generator: torch.Generator | None, rows=None) -> tuple[Tensor, Tensor]:
+        """BCE and dice of ``[n, h, w]`` logits against the targets' ``rows`` (all when None)."""
+        if self.points > 0:
+            targets, weights, emphasis = (x if x is None or rows is None else x[rows] for x in self.full)
+            return point_mask_loss(logits, targets, self.points, generator, weights, emphasis)
+        return prepared_mask_loss(logits, self.prepared if rows is None else self.prepared[rows])
+
+
 def panoptic_losses(out, sample: Sample, cfg: ObjectiveConfig, small_size: tuple[int, int],
                     generator: torch.Generator | None = None) -> Tensor:
     """Object queries vs. the visible instances: matched class CE + BCE + dice, every stage."""
@@ -251,13 +275,12 @@ def panoptic_losses(out, sample: Sample, cfg: ObjectiveConfig, small_size: tuple
         return sum(cfg.class_weight * class_loss(stage.class_logits[0], none, classes, cfg.no_object_weight)
                    for stage in _stages(out))
     small = downsample_targets(targets, small_size)
-    boundary = _boundary_emphasis(targets, cfg)
+    stage_targets = StageTargets(targets, cfg, small_size, emphasis=_boundary_emphasis(targets, cfg))
     total = 0.0
     for stage in _stages(out):
         masks, logits = stage.masks[0], stage.class_logits[0]
         q, t = match_queries(masks, logits, small, classes, cfg.class_weight, cfg.mask_weight, cfg.dice_weight)
-        bce, dice = mask_loss(masks[q], targets[t], cfg.mask_points, generator, stride=cfg.mask_loss_stride,
-                              emphasis=None if boundary is None else boundary[t])
+        bce, dice = stage_targets.loss(masks[q], generator, t)
         total = total + cfg.class_weight * class_loss(logits, q, classes[t], cfg.no_object_weight)
         total = total + cfg.mask_weight * bce + cfg.dice_weight * dice
     return total
@@ -296,6 +319,7 @@ def spatial_losses(model, out, sample: Sample, chosen: np.ndarray, cfg: Objectiv
         wrong = torch.from_numpy(memory_mask != sample.full[chosen]).to(device=device, dtype=torch.float32)
         emphasis = 1 + cfg.error_emphasis * wrong
     emphasis = multiply_weights(emphasis, _boundary_emphasis(targets, cfg))
+    stage_targets = StageTargets(targets, cfg, small_size, weights, emphasis)
     pos_embeds = out.pos_embeds[0]  # [n, C]
     total = 0.0
     for stage in _stages(out):
@@ -308,8 +332,7 @@ def spatial_losses(model, out, sample: Sample, chosen: np.ndarray, cfg: Objectiv
             best.append(int(query[0]))
         best_t = torch.tensor(best, device=device)
         chosen_masks = masks[torch.arange(n, device=device), best_t].view(n, *small_size)
-        bce, dice = mask_loss(chosen_masks, targets, cfg.mask_points, generator, weights, cfg.mask_loss_stride,
-                              emphasis)
+        bce, dice = stage_targets.loss(chosen_masks, generator)
         select = F.cross_entropy(torch.einsum("nqc,nc->nq", embeds, pos_embeds), best_t)
         total = total + cfg.spatial_mask_weight * bce + cfg.spatial_dice_weight * dice
         total = total + cfg.spatial_select_weight * select
@@ -327,7 +350,7 @@ def grounding_losses(model, out, targets: np.ndarray, phrase_emb: Tensor, cfg: O
     device = out.masks.device
     masks_t = torch.from_numpy(targets).to(device)
     small = downsample_targets(masks_t, small_size)
-    boundary = _boundary_emphasis(masks_t, cfg)
+    stage_targets = StageTargets(masks_t, cfg, small_size, emphasis=_boundary_emphasis(masks_t, cfg))
     total = 0.0
     dummy = torch.zeros(len(targets), dtype=torch.long, device=device)
     for stage in _stages(out):
@@ -336,8 +359,7 @@ def grounding_losses(model, out, targets: np.ndarray, phrase_emb: Tensor, cfg: O
         logits = torch.stack([torch.zeros_like(sim), sim], -1)  # only the matching score is a cost
         q, t = match_queries(masks, logits, small, dummy + 1, cfg.grounding_class_weight,
                              cfg.grounding_mask_weight, cfg.grounding_dice_weight)
-        bce, dice = mask_loss(masks[q], masks_t[t], cfg.mask_points, generator, stride=cfg.mask_loss_stride,
-                              emphasis=None if boundary is None else boundary[t])
+        bce, dice = stage_targets.loss(masks[q], generator, t)
         ce = -sim.log_softmax(0)[torch.as_tensor(q)].mean()
         total = total + cfg.grounding_mask_weight * bce + cfg.grounding_dice_weight * dice
         total = total + cfg.grounding_class_weight * ce
