@@ -106,23 +106,35 @@ def clicks(viewer, widget) -> None:
 
 
 def propagate(viewer, widget) -> None:
-    from napari_seem.io.sample_data import timelapse
+    """One click each on frame 0's largest nucleus and largest cell, propagated forward."""
+    from napari_seem.io.sample_data import TIMELAPSE_FRAMES, TIMELAPSE_SHAPE, timelapse
+    from napari_seem.synthetic import make_sequence, object_centre
 
     viewer.layers.clear()
     for data, kwargs, kind in timelapse():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
-    truth = viewer.layers["time-lapse ground truth"].data
     viewer.dims.set_point(0, 0)
-    shapes = viewer.add_shapes(name="boxes", edge_color="yellow", face_color="transparent", edge_width=2)
-    for obj_id in np.unique(truth[0])[1:3]:
-        rows, cols = np.nonzero(truth[0] == obj_id)
-        shapes.add_rectangles(np.array([[rows.min(), cols.min()], [rows.max(), cols.max()]]))
-    segment(widget, shapes="boxes")
+    seq = make_sequence(n_frames=TIMELAPSE_FRAMES, shape=TIMELAPSE_SHAPE, seed=0)
+    widget.add_prompt_layers()
+    points = viewer.layers["SEEM points"]
+    for number, (class_name, maps) in enumerate((("nucleus", seq.nuclei), ("cell", seq.cells)), start=1):
+        tracks = [t for t in seq.tracks if t["n_frames"] == TIMELAPSE_FRAMES and t["class"] == class_name]
+        obj_id = max(tracks, key=lambda t: (maps[0] == t["id"]).sum())["id"]
+        points.feature_defaults = {"label": "positive", "object": number}
+        points.add([[0, *object_centre(seq.instances[0], obj_id)]])
+    widget.refresh_layers()
+    widget.points_combo.setCurrentText("SEEM points")
+    widget.shapes_combo.setCurrentText("(none)")
+    widget.text_edit.setText("")
+    widget.output_combo.setCurrentText("(new layer)")
+    widget.segment()
+    settle(widget)
     widget.direction_combo.setCurrentText("forward")
     widget.propagate()
     settle(widget)
     viewer.dims.set_point(0, 5)
     viewer.reset_view()
+    viewer.layers.selection.active = viewer.layers["time-lapse seem"]
     settle(widget)
     viewer.screenshot(str(HERE / "images" / "propagate_timelapse.png"), canvas_only=False)
 

@@ -279,7 +279,10 @@ def test_segment_everything_vocabulary_and_find_similar(setup, qtbot):
     assert out.metadata["napari_seem"]["vocabulary"] == ["nucleus", "mitochondrion"]
     out.selected_label = 1
     widget.set_reference()
-    assert "label 1" in widget.reference_label.text()
+    assert widget.reference_label.text() == "label 1, axis 0=0"      # the viewed plane, by its axis
+    viewer.dims.axis_labels = ("t", "y", "x")
+    widget.set_reference()
+    assert widget.reference_label.text() == "label 1, t=0"
     widget.similar_scope.setCurrentIndex(1)
     widget.find_similar()
     _wait(qtbot, widget)

@@ -812,8 +812,24 @@ class SeemWidget(QWidget):
         mask = np.asarray(output.data[plane.leading]) == label
         if not mask.any():
             raise ValueError(f"label {label} (the selected label) is not on the viewed plane")
-        self._reference = (L.plane_pixels(image, plane), mask, f"label {label} @ {plane.leading or 'plane'}")
+        where = self._plane_name(plane)
+        self._reference = (L.plane_pixels(image, plane), mask, f"label {label}" + (f", {where}" if where else ""))
         self.reference_label.setText(self._reference[2])
+
+    def _plane_name(self, plane) -> str:
+        """The viewed plane as a person names it: ``"t=3"``, ``"t=3, z=12"``, ``"axis 0=3"`` where
+        the axis has napari's default (numeric) label; ``""`` for a 2D image."""
+        if not plane.leading:
+            return ""
+        labels = list(self.viewer.dims.axis_labels)[-(len(plane.leading) + 2):-2]
+        if len(labels) != len(plane.leading):
+            labels = [""] * len(plane.leading)
+
+        def name(axis: int, label: str) -> str:
+            return f"axis {axis}" if label.lstrip("-").isdigit() or not label else label
+
+        return ", ".join(f"{name(axis, label)}={index}"
+                         for axis, (label, index) in enumerate(zip(labels, plane.leading)))
 
     def find_similar(self) -> None:
         """Find objects like the reference on the viewed plane or on every frame along the axis."""
