@@ -45,10 +45,10 @@ def settle(widget, seconds: float = 0.5) -> None:
         time.sleep(0.01)
 
 
-def segment(widget, shapes: str = "(none)", text: str = "") -> None:
+def segment(widget, points: str = "(none)", shapes: str = "(none)", text: str = "") -> None:
     """Segment with the given prompt layers into a new Labels layer, and wait for it."""
     widget.refresh_layers()
-    widget.points_combo.setCurrentText("(none)")
+    widget.points_combo.setCurrentText(points)
     widget.shapes_combo.setCurrentText(shapes)
     widget.text_edit.setText(text)
     widget.output_combo.setCurrentText("(new layer)")
@@ -122,13 +122,7 @@ def propagate(viewer, widget) -> None:
         obj_id = max(tracks, key=lambda t: (maps[0] == t["id"]).sum())["id"]
         points.feature_defaults = {"label": "positive", "object": number}
         points.add([[0, *object_centre(seq.instances[0], obj_id)]])
-    widget.refresh_layers()
-    widget.points_combo.setCurrentText("SEEM points")
-    widget.shapes_combo.setCurrentText("(none)")
-    widget.text_edit.setText("")
-    widget.output_combo.setCurrentText("(new layer)")
-    widget.segment()
-    settle(widget)
+    segment(widget, points="SEEM points")
     widget.direction_combo.setCurrentText("forward")
     widget.propagate()
     settle(widget)
@@ -168,13 +162,7 @@ def similar(viewer, widget) -> None:
     nucleus = max(np.unique(nuclei)[1:], key=lambda k: (nuclei == k).sum())  # the largest nucleus of frame 0
     rows, cols = np.nonzero(nuclei == nucleus)
     points.add([[0, rows.mean(), cols.mean()]])
-    widget.refresh_layers()
-    widget.points_combo.setCurrentText("click")
-    widget.shapes_combo.setCurrentText("(none)")
-    widget.text_edit.setText("")
-    widget.output_combo.setCurrentText("(new layer)")
-    widget.segment()
-    settle(widget)
+    segment(widget, points="click")
     output = viewer.layers["time-lapse seem"]
     output.selected_label = int(output.data[0][int(rows.mean()), int(cols.mean())])
     widget.set_reference()
