@@ -198,7 +198,7 @@ def test_propagation_cancel_keeps_finished_frames(setup, qtbot):
     assert done == list(range(2, max(done) + 1))                      # finished frames are all there
     for t in done:                                                     # ... and intact
         np.testing.assert_array_equal(out.data[t], np.roll(seed, t - 2, axis=-1))
-    assert "cancelled" in widget.status_label.text()
+    assert widget.status_label.text() == "Propagating forward: cancelled"    # not "...; cancelling …"
     # correct frame k and re-propagate from it, backward
     viewer.dims.set_point(0, 4)
     widget.segmenter.delay = 0.0
@@ -287,6 +287,9 @@ def test_segment_everything_vocabulary_and_find_similar(setup, qtbot):
     widget.find_similar()
     _wait(qtbot, widget)
     assert all(len(np.unique(out.data[t])) == 3 for t in (1, 2))          # both blobs found on each frame
+    # the status counts what was found and what was left out (frame 0's two blobs are already there)
+    assert widget.status_label.text() == ("Finding similar objects: done; 6 object(s) like the reference found "
+                                          "on 3 planes (2 already there, left out)")
     assert (out.data[0][out.data[0] > 0] <= 2).all()                      # frame 0 objects kept
     assert "like reference" in set(out.features["class_name"])
 

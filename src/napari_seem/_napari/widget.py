@@ -50,10 +50,14 @@ SCALE_CHOICES = ("auto", "0.25", "0.5", "0.75", "1", "1.5", "2")
 ALREADY_THERE = 0.5
 
 
-def _already_there(output, plane: "L.ViewPlane", written: np.ndarray) -> str:
-    """A status suffix naming the objects of a result that were left out as already in the layer
-    (see :data:`ALREADY_THERE`); empty when there are none."""
-    missing = int((~np.isin(written, np.asarray(output.data[plane.leading]))).sum())
+def _left_out(output, plane: "L.ViewPlane", written: np.ndarray) -> int:
+    """How many objects of a result were left out as already in the layer (see
+    :data:`ALREADY_THERE`): their label ids are nowhere on the plane."""
+    return int((~np.isin(written, np.asarray(output.data[plane.leading]))).sum())
+
+
+def _already_there(missing: int) -> str:
+    """A status suffix naming ``missing`` objects left out as already there; empty for none."""
     return f" ({missing} already there, left out)" if missing else ""
 
 
@@ -608,7 +612,8 @@ class SeemWidget(QWidget):
         if self.last_error is None:
             result_note = self.status_label.text()  # what a result handler said (objects written, ...)
             done = f"{desc}: cancelled" if self._cancelled else f"{desc}: done"
-            self.status_label.setText(done if result_note == f"{desc} …" else f"{done}; {result_note}")
+            no_note = result_note in (f"{desc} …", "cancelling …")
+            self.status_label.setText(done if no_note else f"{done}; {result_note}")
         self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
@@ -672,7 +677,7 @@ class SeemWidget(QWidget):
             self._last = _Last(key, list(groups), written, result)
             self._remember(output, text=text)
             self.status_label.setText(f"{len(result)} object(s) written to {output.name!r}"
-                                      + ("" if prompts else _already_there(output, plane, written)))
+                                      + ("" if prompts else _already_there(_left_out(output, plane, written))))
 
         if not prompts and self._tiling()[0]:
             self._run_tiled(seg, image, plane, text, write, "Segmenting")
@@ -751,7 +756,8 @@ class SeemWidget(QWidget):
         def write(result: Segmentation) -> None:
             written = L.write_result(output, plane, result, mode, skip_covered=ALREADY_THERE)
             self._remember(output, action="segment everything")
-            self.status_label.setText(f"{len(result)} object(s) found{_already_there(output, plane, written)}")
+            missing = _left_out(output, plane, written)
+            self.status_label.setText(f"{len(result)} object(s) found{_already_there(missing)}")
 
         if self._tiling()[0]:
             self._run_tiled(seg, image, plane, None, write, "Segmenting everything")
@@ -850,9 +856,16 @@ class SeemWidget(QWidget):
         targets = [(p, self._read_plane(image, p)) for p in planes]
         mode = self.mode_combo.currentText()
 
+        counts = {"found": 0, "left out": 0}
+
         def write(item: tuple[L.ViewPlane, Segmentation]) -> None:
             target, result = item
-            L.write_result(output, target, result, mode, skip_covered=ALREADY_THERE)
+            written = L.write_result(output, target, result, mode, skip_covered=ALREADY_THERE)
+            counts["found"] += len(result)
+            counts["left out"] += _left_out(output, target, written)
+            where = f" on {len(targets)} planes" if len(targets) > 1 else ""
+            self.status_label.setText(f"{counts['found']} object(s) like the reference found{where}"
+                                      + _already_there(counts["left out"]))
 
         ref_image, ref_mask, _ = self._reference
         self._remember(output, action="find similar")
