@@ -8,6 +8,7 @@ Each model runs in its own subprocess so that its peak memory is its own.
     python benchmarks/bench_engine.py [--threads 2] [--repeats 3] [--frames 4] [--quick]
 
 Prints one table: SEEM encode (1024²), per-click latency on cached features (and with memory),
+per-box latency (the engine's box rule: five candidate clicks, and the box as SEEM's filled area),
 text-prompt latency, referring-image search (both similarities), propagation frames/s on a 512² stack, peak RSS; SAM ViT-B ``set_image`` and
 ``predict()`` at 1024² and peak RSS; and the ratios the project targets. The peak RSS is the
 process's high-water mark after the single-image workload (model weights, vocabulary, encoding
@@ -68,6 +69,11 @@ def run_seem(args) -> dict:
     out["click_s"] = _median_time(lambda: seg.predict(click), args.repeats)
     second = ObjectPrompt(points=[(size // 2, size // 2), (size // 2 + 40, size // 2)], point_labels=[1, 0])
     out["click_memory_s"] = _median_time(lambda: seg.predict(second, previous=first), args.repeats)
+    box = ObjectPrompt(boxes=[(size // 2 - 40, size // 2 - 30, size // 2 + 40, size // 2 + 30)])
+    out["box_s"] = _median_time(lambda: seg.predict(box), args.repeats)
+    seg.fit_boxes = False
+    out["box_area_s"] = _median_time(lambda: seg.predict(box), args.repeats)
+    seg.fit_boxes = True
     out["text_grounding_s"] = _median_time(lambda: seg.predict(text="nucleus", all_instances=False), args.repeats)
     out["text_all_s"] = _median_time(lambda: seg.predict(text="nucleus"), args.repeats)
     out["everything_s"] = _median_time(lambda: seg.segment_everything(), args.repeats)
@@ -127,6 +133,8 @@ def run_sam(args) -> dict:
         predictor.predict(point_coords=point, point_labels=np.array([1]))
         out["click_s"] = _median_time(
             lambda: predictor.predict(point_coords=point, point_labels=np.array([1])), args.repeats)
+        box = np.array([size / 2 - 30, size / 2 - 40, size / 2 + 30, size / 2 + 40])  # x0, y0, x1, y1
+        out["box_s"] = _median_time(lambda: predictor.predict(box=box), args.repeats)
     out["peak_rss_gb"] = _peak_rss_gb()
     return out
 
@@ -160,6 +168,8 @@ def main() -> None:
         ("encode (set_image), s", "encode_s", "encode_s"),
         ("click on cached features, s", "click_s", "click_s"),
         ("click + memory (2nd round), s", "click_memory_s", None),
+        ("box on cached features (5 candidate clicks), s", "box_s", "box_s"),
+        ("box as SEEM's filled area (fit_boxes=False), s", "box_area_s", None),
         ("text prompt, grounding (one region), s", "text_grounding_s", None),
         ("text prompt, all instances, s", "text_all_s", None),
         ("segment everything, s", "everything_s", None),

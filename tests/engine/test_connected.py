@@ -100,7 +100,8 @@ def test_segmenter_keeps_the_prompted_regions_of_the_raw_mask(tiny_model):
     raw mask that the prompt touches, the score is recomputed on it, the memory stays raw."""
     image = make_image((96, 120), seed=3).image
     raw_seg = Segmenter(tiny_model, device="cpu", short_side=None, connected_objects=False)
-    kept_seg = Segmenter(tiny_model, device="cpu", short_side=None)
+    # the box as a filled area prompt (SEEM's reading), not decoded from clicks (engine/boxes.py)
+    kept_seg = Segmenter(tiny_model, device="cpu", short_side=None, fit_boxes=False)
     assert kept_seg.connected_objects
     prompts = [ObjectPrompt(points=[(48, 60)]), ObjectPrompt(boxes=[(10, 10, 30, 40)])]
     raw_seg.set_image(image)
@@ -272,7 +273,7 @@ def test_segmenter_cuts_at_negative_clicks_and_raw_mode_does_not(tiny_model):
 
     image = make_image((96, 120), seed=3).image
     raw_seg = Segmenter(tiny_model, device="cpu", short_side=None, connected_objects=False)
-    kept_seg = Segmenter(tiny_model, device="cpu", short_side=None)
+    kept_seg = Segmenter(tiny_model, device="cpu", short_side=None, fit_boxes=False)  # the box as an area
     raw_seg.set_image(image)
     kept_seg.set_image(image)
     box = (0, 0, 6, 50)

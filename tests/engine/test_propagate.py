@@ -14,7 +14,10 @@ def movie():
 
 
 def _seeds(seg, frame):
+    """Two seeds: the boxes as SEEM reads them (filled areas), without the engine's box rule,
+    which would decode candidate clicks and clip to the box (engine/boxes.py; tested there)."""
     seg.set_image(frame)
+    seg.fit_boxes = False
     return seg.predict([ObjectPrompt(boxes=[(10, 10, 40, 50)]), ObjectPrompt(boxes=[(30, 40, 60, 75)])])
 
 

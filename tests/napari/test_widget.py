@@ -358,6 +358,33 @@ def test_load_auto_offline_records_the_model_that_ran(make_napari_viewer, qtbot)
     assert out.features["class_name"].tolist() == ["nucleus"]
 
 
+def test_a_loose_box_drawn_around_a_nucleus_gives_the_nucleus(make_napari_viewer, qtbot):
+    """A rectangle a few pixels larger than a nucleus, drawn in the shapes layer: the output is
+    the nucleus (not its cell or the rectangle, as SEEM alone reads a box), inside the box."""
+    from napari_seem.engine import Segmenter
+    from napari_seem.synthetic import make_image
+
+    viewer = make_napari_viewer()
+    sample = make_image((256, 256), seed=5000)
+    viewer.add_image(sample.image, name="cells")
+    widget = SeemWidget(viewer, segmenter=Segmenter.from_pretrained("seem_tiny_synthetic", device="cpu",
+                                                                    text_cache_dir=None))
+    viewer.window.add_dock_widget(widget, name="SEEM")
+    widget.add_prompt_layers()
+    nucleus = max((o for o in sample.objects if o["class"] == "nucleus"), key=lambda o: o["area"])
+    truth = sample.nuclei == nucleus["id"]
+    rows, cols = np.nonzero(truth)
+    viewer.layers["SEEM shapes"].add_rectangles(np.array([[rows.min() - 3, cols.min() - 3],
+                                                          [rows.max() + 3, cols.max() + 3]]))
+    widget.segment()
+    _wait(qtbot, widget, timeout=60_000)
+    found = viewer.layers["cells seem"].data == 1
+    overlap = np.logical_and(found, truth).sum() / np.logical_or(found, truth).sum()
+    assert overlap > 0.7, overlap                        # measured 0.83 (0.29 with SEEM's reading of the box)
+    r, c = np.nonzero(found)
+    assert r.min() >= rows.min() - 4 and r.max() <= rows.max() + 4 and c.min() >= cols.min() - 4 and c.max() <= cols.max() + 4
+
+
 def test_segment_everything_again_adds_nothing_already_there(setup, qtbot):
     viewer, widget = setup(image=_timelapse(3))
     viewer.dims.set_point(0, 0)

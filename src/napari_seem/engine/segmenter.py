@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ..model import SEEM, from_pretrained
 from ..model.postprocess import panoptic_inference
 from ..model.seem import ImageFeatures
+from . import boxes as box_rule
 from .connected import (
     cut_at_foreign_nuclei,
     cut_at_negatives,
@@ -98,6 +99,11 @@ class Segmenter:
             :func:`napari_seem.engine.connected.cut_at_foreign_nuclei`); and a cell found by
             text search (or referring-image search) that covers several nuclei is split into one
             cell per nucleus (:func:`napari_seem.engine.connected.split_between_nuclei`).
+        fit_boxes: with ``connected_objects``, a box marks the object that fills it: an object
+            whose only positive prompt is one box is decoded from candidate clicks in the box
+            instead of the rectangle, and the one that fits the box is kept; with clicks or a
+            previous result, SEEM reads those without the box; the mask is clipped to the box
+            (see :mod:`napari_seem.engine.boxes`).
     """
 
     def __init__(
@@ -118,6 +124,7 @@ class Segmenter:
         connected_objects: bool = True,
         refine_text: bool = True,
         cells_hold_one_nucleus: bool = True,
+        fit_boxes: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = precision
@@ -131,6 +138,7 @@ class Segmenter:
         self.connected_objects = bool(connected_objects)
         self.refine_text = bool(refine_text)
         self.cells_hold_one_nucleus = bool(cells_hold_one_nucleus)
+        self.fit_boxes = bool(fit_boxes)
         self._nuclei: tuple[tuple, tuple[np.ndarray, np.ndarray]] | None = None  # (image and settings, nuclei)
         self.text_cache_dir = default_cache_dir() if text_cache_dir == "default" else text_cache_dir
         if templates not in (True, False, "auto"):
@@ -360,6 +368,63 @@ class Segmenter:
         return torch.from_numpy(np.ascontiguousarray(previous.memory, dtype=np.float32))[None].to(self.device)
 
     def _visual(self, state, prompts, text, previous, draws) -> Segmentation:
+        boxes = [box_rule.single_box(p) for p in prompts] if self.fit_boxes and self.connected_objects else []
+        if not any(b is not None for b in boxes):
+            return self._decode(state, prompts, text, previous, draws)
+        decoded, owners = self._box_prompts(state, prompts, boxes)
+        ids = None
+        if previous is not None:  # each candidate refines its object's previous mask
+            self._memory(state, previous, len(prompts))  # the same checks as without boxes
+            ids = previous.object_ids
+            previous = previous.select(owners)
+        result = self._decode(state, decoded, text, previous, draws)
+        return self._fit_to_boxes(state, result, prompts, boxes, owners, ids)
+
+    @staticmethod
+    def _box_prompts(state: _ImageState, prompts: list[ObjectPrompt], boxes: list
+                     ) -> tuple[list[ObjectPrompt], list[int]]:
+        """The prompts SEEM reads for boxed objects: candidate clicks for a box that is the
+        object's only positive prompt, else its clicks and strokes without the box; and the
+        object each decoded prompt belongs to."""
+        decoded: list[ObjectPrompt] = []
+        owners: list[int] = []
+        for k, (prompt, box) in enumerate(zip(prompts, boxes)):
+            if box is None:
+                parts = [prompt]
+            elif prompt.positive_marks() is None:
+                parts = box_rule.candidate_prompts(prompt, box, state.prepared.original_shape)
+            else:
+                parts = [box_rule.without_box(prompt)]
+            decoded.extend(parts)
+            owners.extend([k] * len(parts))
+        return decoded, owners
+
+    def _fit_to_boxes(self, state: _ImageState, result: Segmentation, prompts: list[ObjectPrompt],
+                      boxes: list, owners: list[int], object_ids: np.ndarray | None) -> Segmentation:
+        """One object per prompt again: the chosen candidate of each boxed object, every boxed
+        object's mask clipped to its box (see :mod:`napari_seem.engine.boxes`)."""
+        owners_arr = np.asarray(owners)
+        chosen = []
+        for k, box in enumerate(boxes):
+            rows = np.flatnonzero(owners_arr == k)
+            if box is not None and len(rows) > 1:
+                rows = rows[[box_rule.choose_candidate(result.masks[rows], box)]]
+            chosen.append(int(rows[0]))
+        out = result.select(chosen)
+        masks = out.masks.copy()
+        for k, box in enumerate(boxes):
+            if box is None:
+                continue
+            marks = prompts[k].positive_marks()
+            keep = None if marks is None else rasterize(marks, state.prepared.original_shape, state.prepared.original_shape)[0]
+            masks[k] = box_rule.clip_to_box(masks[k], box, keep=keep)
+            if masks[k].any():
+                prob = self.mask_probabilities(out, k)
+                out.scores[k] = float(prob[masks[k]].mean())
+        return Segmentation(masks, out.scores, out.class_names, out.class_scores, memory=out.memory,
+                            object_ids=object_ids)
+
+    def _decode(self, state, prompts, text, previous, draws) -> Segmentation:
         pos, neg = self._padded_masks(state, prompts)
         n = pos.shape[0]
         memory = self._memory(state, previous, n)
