@@ -69,6 +69,8 @@ def main() -> int:
     print(f"diagnostic: text 'cell': mean IoU over true cells {report.text_cell_iou:.3f}; referring-image search "
           "from the largest object of the previous image: "
           + ", ".join(f"{k} {v:.3f}" for k, v in report.referring_iou.items()))
+    print("diagnostic: a box 3 px looser than each object: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in report.box_iou.items()))
     by_class = ", ".join(f"{k} {v:.2f}" for k, v in report.noc85_by_class.items())
     print(f"diagnostic: NoC@85 per class: {by_class}")
     print(f"objects evaluated: {report.counts}; automatic matched: {report.automatic_matched}")

@@ -12,6 +12,8 @@ Protocol (all images 256 x 256 unless ``shape`` says otherwise, seeds below
   only.)
 * ``text``: ``predict(text="nucleus")``; Hungarian matching of the masks to the true nuclei;
   mean IoU over the true nuclei (a missed nucleus counts 0).
+* ``box`` (diagnostic): a box 3 px looser than each object's extent (the objects of ``click``);
+  IoU with the whole object.
 * ``text_cell`` (diagnostic): the same for ``predict(text="cell")`` and the true cells.
 * ``referring`` (diagnostic): the largest nucleus (cell) of image ``i`` as the example of
   ``find_similar`` on image ``i + 1``; mean IoU over that image's true nuclei (cells), matched as
@@ -45,6 +47,7 @@ class QualityReport:
     """Measured quality (see the module docstring for the protocol)."""
 
     click_iou: dict[str, float] = field(default_factory=dict)
+    box_iou: dict[str, float] = field(default_factory=dict)
     noc85: float = float("nan")
     noc85_by_class: dict[str, float] = field(default_factory=dict)
     text_nucleus_iou: float = float("nan")
@@ -103,6 +106,7 @@ def evaluate(model, n_images: int = 6, n_sequences: int = 2, max_clicks: int = 2
     seg = make_segmenter(model, **segmenter_options)
     report = QualityReport()
     clicks: dict[str, list[float]] = {"nucleus": [], "cell": []}
+    boxes: dict[str, list[float]] = {"nucleus": [], "cell": []}
     nocs: dict[str, list[int]] = {"nucleus": [], "cell": []}
     text_ious, recalls, correct, matched = [], [], 0, 0
     text_cell_ious: list[float] = []
@@ -115,6 +119,9 @@ def evaluate(model, n_images: int = 6, n_sequences: int = 2, max_clicks: int = 2
             point = object_centre(s.instances, obj["id"])
             result = seg.predict(ObjectPrompt(points=[point]))
             clicks[obj["class"]].append(iou(result.masks[0], full))
+            rows, cols = np.nonzero(full)
+            box = (rows.min() - 3, cols.min() - 3, rows.max() + 3, cols.max() + 3)
+            boxes[obj["class"]].append(iou(seg.predict(ObjectPrompt(boxes=[box])).masks[0], full))
             if taken[obj["class"]] < noc_per_class:
                 taken[obj["class"]] += 1
                 nocs[obj["class"]].append(_noc(seg, full, point, result, max_clicks))
@@ -143,6 +150,7 @@ def evaluate(model, n_images: int = 6, n_sequences: int = 2, max_clicks: int = 2
             found = seg.find_similar(s.image, s.instances == example, following.image)
             referring[class_name].extend(matched_ious(found, _truth(following, class_name)).tolist())
     report.click_iou = {k: float(np.mean(v)) for k, v in clicks.items()}
+    report.box_iou = {k: float(np.mean(v)) for k, v in boxes.items()}
     report.noc85 = _mean(nocs["nucleus"] + nocs["cell"])
     report.noc85_by_class = {k: float(np.mean(v)) for k, v in nocs.items() if v}
     report.text_nucleus_iou = float(np.mean(text_ious))
