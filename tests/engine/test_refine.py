@@ -8,7 +8,7 @@ import torch
 
 from napari_seem.engine import ObjectPrompt, Segmentation, Segmenter
 from napari_seem.engine.image import logits_to_original
-from napari_seem.engine.refine import _window, _window_logits, refine_by_clicks
+from napari_seem.engine.refine import NUCLEUS_CLEARANCE, _inner_point, _window, _window_logits, refine_by_clicks
 from napari_seem.synthetic import make_image
 
 SHAPE = (96, 120)
@@ -168,3 +168,18 @@ def test_too_many_objects_for_one_image_are_left_as_found(segmenter, monkeypatch
     with pytest.warns(RuntimeWarning, match="segment_tiled"):
         kept = refine_by_clicks(segmenter, segmenter._state(), found)
     assert kept is found
+
+
+def test_a_cell_is_clicked_in_its_cytoplasm_away_from_its_nucleus():
+    rows, cols = np.ogrid[:60, :60]
+    cell = (rows - 30) ** 2 + (cols - 30) ** 2 <= 20 ** 2
+    nucleus = (rows - 30) ** 2 + (cols - 27) ** 2 <= 8 ** 2
+    positions = cell.astype(np.int32)
+    box = (slice(10, 51), slice(10, 51))
+    assert _inner_point(positions, box, 1) == (30, 30)                     # the centre: on the nucleus
+    r, c = _inner_point(positions, box, 1, avoid=nucleus.astype(np.int32))
+    distance_to_nucleus = np.sqrt((r - 30) ** 2 + (c - 27) ** 2) - 8
+    assert cell[r, c] and distance_to_nucleus > NUCLEUS_CLEARANCE          # in the cytoplasm
+    assert c > 37                                                          # on the wide side of the ring
+    whole = np.ones((60, 60), np.int32)                                    # all nucleus: no cytoplasm left
+    assert _inner_point(positions, box, 1, avoid=whole) == (30, 30)

@@ -42,6 +42,10 @@ from .prompts import resample_nearest
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
+#: the class names of the rules that give a cell one nucleus (``cut_at_foreign_nuclei``,
+#: ``split_between_nuclei``; ``Segmenter(cells_hold_one_nucleus=...)``)
+CELL, NUCLEUS = "cell", "nucleus"
+
 
 def keep_prompted_regions(mask: np.ndarray, prompt: np.ndarray) -> np.ndarray:
     """The connected regions of ``mask`` that touch ``prompt`` (else the one nearest to it).

@@ -11,6 +11,14 @@ around a nucleus; then the found mask stays). The new masks do not overlap: obje
 in order of their score on pixels still free, and one left with less than half of its mask (two
 found pieces of one object, now the same object twice) is dropped.
 
+A cell's centre usually lies on its nucleus, and a click there selects the nucleus. So an object
+named ``cell`` (with the segmenter's ``cells_hold_one_nucleus`` and ``nucleus`` in its
+vocabulary) is clicked where its mask lies farthest from its outline and from the nuclei text
+search finds (dilated by 2 px), in its cytoplasm; its new mask is then cut between its own
+nucleus and the others it covers, as a clicked cell's is
+(:func:`~napari_seem.engine.connected.cut_at_foreign_nuclei`). Text ``cell`` on held-out images
+9000-9019 (158 cells): 0.649 -> 0.751 mean IoU over the true cells.
+
 Every step after the decoder works in a window around the object (its bounding box grown by its
 own size on every side), so the cost follows the objects' size, not the image's.
 """
@@ -23,7 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .connected import keep_prompted_regions
+from scipy import ndimage
+from scipy.special import expit
+
+from .connected import CELL, cut_at_foreign_nuclei, keep_prompted_regions
 from .device import inference_context
 from .image import logits_to_original
 from .prompts import click_squares
@@ -44,6 +55,8 @@ MIN_KEPT = 0.5
 MAX_WORK = 1 << 31
 #: image-sized prompts per decoder pass at most (bounded memory)
 CHUNK_PIXELS = 1 << 26
+#: a cell is clicked at least this far (px) from the nuclei, where its mask allows
+NUCLEUS_CLEARANCE = 2
 
 
 def refine_by_clicks(segmenter: "Segmenter", state: "_ImageState", found: Segmentation, chunk: int = 32) -> Segmentation:
@@ -64,7 +77,11 @@ def refine_by_clicks(segmenter: "Segmenter", state: "_ImageState", found: Segmen
     chunk = max(1, min(chunk, CHUNK_PIXELS // (padded[0] * padded[1])))
     boxes = [found.box(k) for k in range(len(found))]
     present = [k for k, box in enumerate(boxes) if box is not None]
-    clicks = {k: _inner_point(positions, boxes[k], k + 1) for k in present}
+    nuclei = areas = None
+    if segmenter._cells_hold_nuclei() and CELL in found.class_names:
+        nuclei, areas = segmenter._nucleus_labels(state)
+    is_cell = {k: nuclei is not None and found.class_names[k] == CELL for k in present}
+    clicks = {k: _inner_point(positions, boxes[k], k + 1, avoid=nuclei if is_cell[k] else None) for k in present}
     masks: dict[int, tuple[tuple[slice, slice], np.ndarray]] = {}  # object -> (window, its final mask there)
     refined_rows: list[np.ndarray] = []
     row_of: dict[int, int] = {}
@@ -79,10 +96,14 @@ def refine_by_clicks(segmenter: "Segmenter", state: "_ImageState", found: Segmen
         for j, k in enumerate(part):
             window = _window(boxes[k], positions.shape)
             found_mask = positions[window] == k + 1
-            new = _window_logits(segmenter, state, logits[j], window) > 0
+            window_logits = _window_logits(segmenter, state, logits[j], window)
+            new = window_logits > 0
             click = np.zeros_like(new)
             click[clicks[k][0] - window[0].start, clicks[k][1] - window[1].start] = True
             new = keep_prompted_regions(new, click) if new[click].any() else np.zeros_like(new)
+            if is_cell[k] and new.any():
+                prob = expit(window_logits)
+                new = cut_at_foreign_nuclei(new, prob, click, nuclei[window], nucleus_areas=areas)
             area, cover = int(found_mask.sum()), int((new & found_mask).sum())
             if cover >= MIN_COVER * area and new.sum() <= MAX_GROWTH * area:
                 masks[k] = (window, new)
@@ -93,8 +114,22 @@ def refine_by_clicks(segmenter: "Segmenter", state: "_ImageState", found: Segmen
     return _paint(found, masks, refined_rows, row_of)
 
 
-def _inner_point(positions: np.ndarray, box: tuple[slice, slice], value: int) -> tuple[int, int]:
-    """The pixel of the object nearest its centroid (inside it even when it is not convex)."""
+def _inner_point(positions: np.ndarray, box: tuple[slice, slice], value: int,
+                 avoid: np.ndarray | None = None) -> tuple[int, int]:
+    """The pixel of the object nearest its centroid (inside it even when it is not convex); with
+    ``avoid`` (``[H, W]``, nonzero: pixels to keep away from, e.g. nuclei), the pixel of the
+    object farthest from its outline and from ``avoid`` grown by :data:`NUCLEUS_CLEARANCE` px,
+    where any is left."""
+    if avoid is not None:
+        grown = tuple(slice(max(0, b.start - NUCLEUS_CLEARANCE), b.stop + NUCLEUS_CLEARANCE) for b in box)
+        near = ndimage.binary_dilation(avoid[grown] > 0, iterations=NUCLEUS_CLEARANCE)
+        inner = (slice(box[0].start - grown[0].start, box[0].stop - grown[0].start),
+                 slice(box[1].start - grown[1].start, box[1].stop - grown[1].start))
+        free = (positions[box] == value) & ~near[inner]
+        if free.any():
+            depth = ndimage.distance_transform_edt(np.pad(free, 1))[1:-1, 1:-1]
+            r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
+            return int(r + box[0].start), int(c + box[1].start)
     rows, cols = np.nonzero(positions[box] == value)
     k = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
     return int(rows[k] + box[0].start), int(cols[k] + box[1].start)

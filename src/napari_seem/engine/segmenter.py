@@ -24,6 +24,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+from scipy.special import expit
 import torch.nn.functional as F
 
 from ..model import SEEM, from_pretrained
@@ -31,6 +32,8 @@ from ..model.postprocess import panoptic_inference
 from ..model.seem import ImageFeatures
 from . import boxes as box_rule
 from .connected import (
+    CELL,
+    NUCLEUS,
     cut_at_foreign_nuclei,
     cut_at_negatives,
     grow_at_marks,
@@ -47,10 +50,6 @@ from .result import Segmentation
 from .vocabulary import Vocabulary, default_cache_dir
 
 PromptsArg = ObjectPrompt | Sequence[ObjectPrompt] | None
-
-
-#: a prompted object of class CELL holds one object of class NUCLEUS (see ``cells_hold_one_nucleus``)
-CELL, NUCLEUS = "cell", "nucleus"
 
 
 @dataclass
@@ -536,6 +535,11 @@ class Segmenter:
             object_ids=object_ids,
         )
 
+    def _cells_hold_nuclei(self) -> bool:
+        """Whether the rules that give each cell one nucleus apply (``cells_hold_one_nucleus``,
+        ``connected_objects``, ``nucleus`` in the vocabulary)."""
+        return self.cells_hold_one_nucleus and self.connected_objects and NUCLEUS in self._vocabulary.names
+
     def _nucleus_labels(self, state: _ImageState) -> tuple[np.ndarray, np.ndarray]:
         """``[H, W]`` label image of the nuclei text search finds on the image, and each label's
         pixel count (once per image)."""
@@ -610,7 +614,7 @@ class Segmenter:
                 prob = mask.astype(np.float32)
             else:  # the object's probability in its window only, not over the whole image
                 logits = torch.from_numpy(np.ascontiguousarray(memory, dtype=np.float32))
-                prob = 1.0 / (1.0 + np.exp(-_window_logits(self, state, logits, window)))
+                prob = expit(_window_logits(self, state, logits, window))
             pieces = split_between_nuclei(mask, prob, nuclei[window], areas)
             for piece in range(1, int(pieces.max()) + 1):
                 region = pieces == piece
