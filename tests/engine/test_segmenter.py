@@ -246,3 +246,40 @@ def test_bad_scale_is_refused(tiny_model, bad):
     with pytest.raises(ValueError, match="scale must be a factor"):
         seg.scale = bad
     assert seg.scale is None
+
+
+def test_many_objects_are_decoded_in_chunks_of_bounded_size(tiny_model, cells, monkeypatch):
+    """Objects go to the decoder in groups of at most PROMPT_PIXELS prompt pixels (a lone box
+    counts as its five candidate clicks); the result is the groups' objects in order, ids 1..N or
+    the previous result's, and a second round hands each group its own previous masks."""
+    import napari_seem.engine.segmenter as segmenter_module
+
+    seg = Segmenter(tiny_model, device="cpu", short_side=None, text_cache_dir=None)
+    seg.set_image(cells)                                       # 96 x 120, padded to 96 x 128
+    monkeypatch.setattr(segmenter_module, "PROMPT_PIXELS", 3 * 96 * 128)   # 3 prompts per pass
+    calls = []
+    real = seg._decode
+
+    def spy(state, prompts, text, previous, draws):
+        out = real(state, prompts, text, previous, draws)
+        calls.append((len(prompts), previous, out))
+        return out
+
+    monkeypatch.setattr(seg, "_decode", spy)
+    clicks = [ObjectPrompt(points=[p]) for p in [(20, 20), (40, 60), (60, 90), (80, 30)]]
+    prompts = clicks + [ObjectPrompt(boxes=[(10, 60, 40, 110)]), ObjectPrompt(points=[(85, 100)])]
+    first = seg.predict(prompts)
+    assert [n for n, _, _ in calls] == [3, 1, 5, 1]
+    assert len(first) == 6 and list(first.object_ids) == [1, 2, 3, 4, 5, 6] and first.memory.shape[0] == 6
+    np.testing.assert_array_equal(first.masks[:3], calls[0][2].masks)
+    np.testing.assert_array_equal(first.masks[3], calls[1][2].masks[0])
+    np.testing.assert_array_equal(first.memory[5], calls[3][2].memory[0])
+
+    calls.clear()
+    first.object_ids = np.array([7, 8, 9, 10, 11, 12])
+    second = seg.predict(prompts, previous=first)
+    assert [list(prev.object_ids) for _, prev, _ in calls] == [[7, 8, 9], [10], [11] * 5, [12]]
+    np.testing.assert_array_equal(calls[1][1].memory, first.memory[3:4])
+    assert list(second.object_ids) == [7, 8, 9, 10, 11, 12]
+    with pytest.raises(ValueError, match="6 objects but 5 prompts"):
+        seg.predict(prompts[:5], previous=first)

@@ -199,6 +199,16 @@ class Segmentation:
         return Segmentation.from_labels(lookup[self._labels], memory=rows,
                                         memory_index=None if rows is None else index[idx], **common)
 
+    @classmethod
+    def concatenate(cls, parts: Sequence["Segmentation"], object_ids: np.ndarray | None = None) -> "Segmentation":
+        """One mask-stack result of the objects of ``parts`` in order (e.g. the chunks of one call),
+        ids ``object_ids`` (default 1..N); memory kept where every part has it."""
+        masks = np.concatenate([p.masks for p in parts])
+        memories = [p.memory for p in parts]
+        memory = None if any(m is None for m in memories) else np.concatenate(memories)
+        return cls(masks, np.concatenate([p.scores for p in parts]), [n for p in parts for n in p.class_names],
+                   np.concatenate([p.class_scores for p in parts]), memory=memory, object_ids=object_ids)
+
     def _memory_rows(self, idx: np.ndarray) -> np.ndarray | None:
         if self._memory is None:
             return None
