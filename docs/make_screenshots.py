@@ -64,7 +64,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=None)
-    parser.add_argument("--shots", nargs="+", default=["clicks", "propagate", "tiles", "similar"],
+    parser.add_argument("--shots", nargs="+", default=["clicks", "boxes", "propagate", "tiles", "similar"],
                         help="which screenshots to make (default: all)")
     args = parser.parse_args()
     seg = segmenter(args.model)
@@ -79,6 +79,8 @@ def main() -> None:
     widget.set_segmenter(seg, args.model or "tiny test model")
     if "clicks" in args.shots:
         clicks(viewer, widget)
+    if "boxes" in args.shots:
+        boxes(viewer, widget)
     if "propagate" in args.shots:
         propagate(viewer, widget)
     if "tiles" in args.shots:
@@ -103,6 +105,35 @@ def clicks(viewer, widget) -> None:
     viewer.reset_view()
     viewer.layers.selection.active = viewer.layers["cells seem"]
     viewer.screenshot(str(HERE / "images" / "widget_clicks.png"), canvas_only=False)
+
+
+def boxes(viewer, widget) -> None:
+    """Boxes 3 px looser than the three largest nuclei and the two largest cells without a boxed
+    nucleus, drawn in the shapes layer; prints each object's IoU with the ground truth."""
+    from napari_seem.io.sample_data import CELLS_SHAPE
+    from napari_seem.synthetic import make_image
+
+    sample = make_image(shape=CELLS_SHAPE, seed=0)
+    for name in [layer.name for layer in viewer.layers if layer.name not in ("cells", "cells ground truth")]:
+        viewer.layers.remove(name)
+    widget.add_prompt_layers()
+    by_area = sorted(sample.objects, key=lambda o: -o["area"])
+    nuclei = [o for o in by_area if o["class"] == "nucleus"][:3]
+    cells = [o for o in by_area if o["class"] == "cell" and o["id"] not in {n["parent"] for n in nuclei}][:2]
+    truths = [(sample.nuclei if o["class"] == "nucleus" else sample.cells) == o["id"] for o in nuclei + cells]
+    shapes = viewer.layers["SEEM shapes"]
+    for truth in truths:
+        rows, cols = np.nonzero(truth)
+        shapes.add_rectangles(np.array([[rows.min() - 3, cols.min() - 3], [rows.max() + 3, cols.max() + 3]]))
+    segment(widget, shapes="SEEM shapes")
+    out = viewer.layers["cells seem"].data
+    for number, (obj, truth) in enumerate(zip(nuclei + cells, truths), start=1):
+        found = out == number
+        print(f"box {number} ({obj['class']}): IoU {(found & truth).sum() / (found | truth).sum():.2f}")
+    viewer.reset_view()
+    viewer.layers.selection.active = viewer.layers["cells seem"]
+    settle(widget)
+    viewer.screenshot(str(HERE / "images" / "widget_boxes.png"), canvas_only=False)
 
 
 def propagate(viewer, widget) -> None:
