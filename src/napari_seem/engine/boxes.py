@@ -42,6 +42,8 @@ from .prompts import NEGATIVE, POSITIVE, ObjectPrompt
 
 #: candidates away from the centre, as a share of the box's height / width
 OFFSET = 0.25
+#: candidate clicks per box: the centre and one a quarter of the box away in each direction
+N_CANDIDATES = 5
 #: a candidate replaces the centre click's object only when at least this many times its area
 MIN_GROWTH = 2.0
 #: the centre click's object "spans the box" when its bounding box (inside the box) is at least
@@ -74,7 +76,7 @@ def without_box(prompt: ObjectPrompt) -> ObjectPrompt:
 
 
 def candidate_points(box: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``[5, 2]`` (row, col): the box's centre, then the points a quarter of its height above and
+    """``[N_CANDIDATES, 2]`` (row, col): the box's centre, then the points a quarter of its height above and
     below it and a quarter of its width left and right of it; all inside the image ``shape``."""
     r0, c0, r1, c1 = box
     rc, cc = (r0 + r1) / 2, (c0 + c1) / 2

@@ -24,8 +24,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy.special import expit
 import torch.nn.functional as F
+from scipy.special import expit
 
 from ..model import SEEM, from_pretrained
 from ..model.postprocess import panoptic_inference
@@ -393,7 +393,7 @@ class Segmenter:
         Recorded draws (a reference run) need one pass."""
         hp, wp = state.features.padded_size
         per_chunk = max(1, PROMPT_PIXELS // (hp * wp))
-        sizes = [len(box_rule.candidate_points(b, (1, 1))) if b is not None and p.positive_marks() is None else 1
+        sizes = [box_rule.N_CANDIDATES if b is not None and p.positive_marks() is None else 1
                  for p, b in zip(prompts, boxes)]
         if draws or sum(sizes) <= per_chunk:
             return [list(range(len(prompts)))]
@@ -547,7 +547,7 @@ class Segmenter:
         if prompt_regions is not None:
             masks = keep_prompted_regions_all(masks, prompt_regions)
             nuclei = None
-            if self.cells_hold_one_nucleus and CELL in names and NUCLEUS in self._vocabulary.names:
+            if self._cells_hold_nuclei() and CELL in names:
                 nuclei, areas = self._nucleus_labels(state)
             for k in range(len(masks)):
                 negative = None if negative_regions is None else negative_regions[k]
@@ -623,8 +623,7 @@ class Segmenter:
         (:func:`~napari_seem.engine.connected.split_between_nuclei`; the nuclei are those of text
         search); the pieces share the object's class, score and memory. Only with
         ``cells_hold_one_nucleus`` and ``connected_objects`` and ``nucleus`` in the vocabulary."""
-        if not (self.cells_hold_one_nucleus and self.connected_objects and NUCLEUS in self._vocabulary.names
-                and CELL in found.class_names):
+        if not (self._cells_hold_nuclei() and CELL in found.class_names):
             return found
         positions = found.positions()
         if positions is None:
