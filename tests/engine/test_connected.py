@@ -492,3 +492,47 @@ def test_a_split_cell_keeps_its_diagonal_pixels():
     pieces = split_between_nuclei(mask, prob, nuclei, np.bincount(nuclei.ravel()))
     np.testing.assert_array_equal(pieces > 0, mask)
     assert pieces[35, 58] == 2
+
+
+def test_a_negative_click_cuts_a_convex_object_along_the_line_through_it():
+    from napari_seem.engine.connected import cut_beyond_negative_clicks
+
+    rows, cols = np.ogrid[:40, :40]
+    disc = (rows - 20) ** 2 + (cols - 20) ** 2 <= 10 ** 2
+    anchor = np.array([20.0, 20.0])
+    cut = cut_beyond_negative_clicks(disc, anchor, np.array([[20.0, 28.0]]))
+    assert cut[:, 28:].sum() == 0 and np.array_equal(cut[:, :28], disc[:, :28])   # the whole side, not a watershed basin
+    diagonal = cut_beyond_negative_clicks(disc, anchor, np.array([[26.0, 26.0]]))
+    projection = (np.arange(40)[:, None] - 20) + (np.arange(40)[None, :] - 20)
+    assert not (diagonal & (projection / np.sqrt(2) >= np.hypot(6, 6) - 0.5)).any()
+    assert diagonal.sum() < disc.sum() and (diagonal == (disc & (projection / np.sqrt(2) < np.hypot(6, 6) - 0.5))).all()
+    # a positive click beyond the line keeps the cut from happening; a click on the anchor cuts nothing
+    kept = cut_beyond_negative_clicks(disc, anchor, np.array([[20.0, 28.0]]), keep=np.array([[20.0, 20.0], [21.0, 29.0]]))
+    assert np.array_equal(kept, disc)
+    assert np.array_equal(cut_beyond_negative_clicks(disc, anchor, np.array([[20.2, 20.3]])), disc)
+    empty = np.zeros_like(disc)
+    assert not cut_beyond_negative_clicks(empty, anchor, np.array([[20.0, 28.0]])).any()
+
+
+def test_only_objects_named_nucleus_are_cut_square_to_their_click(tiny_model, monkeypatch):
+    """The rule runs for objects named ``nucleus`` with a negative click (and ``convex_nuclei``)."""
+    import napari_seem.engine.segmenter as segmenter_module
+
+    calls = []
+    real = segmenter_module.cut_beyond_negative_clicks
+    monkeypatch.setattr(segmenter_module, "cut_beyond_negative_clicks",
+                        lambda mask, anchor, negatives, keep=None: calls.append((anchor, negatives, keep)) or real(mask, anchor, negatives, keep))
+    image = make_image((96, 120), seed=3).image
+    prompt = ObjectPrompt(points=[(48, 60), (10, 10), (50, 64)], point_labels=[1, 0, 1])
+    for vocabulary, convex, expected in ((["nucleus"], True, 1), (["nucleus"], False, 0), (["cell"], True, 0)):
+        seg = Segmenter(tiny_model, device="cpu", short_side=None, vocabulary=vocabulary, text_cache_dir=None,
+                        convex_nuclei=convex, cells_hold_one_nucleus=False)
+        seg.set_image(image)
+        calls.clear()
+        seg.predict(prompt)
+        assert len(calls) == expected, (vocabulary, convex)
+        if expected:
+            anchor, negatives, keep = calls[0]
+            np.testing.assert_array_equal(anchor, [48, 60])                 # the first positive click
+            np.testing.assert_array_equal(negatives, [[10, 10]])
+            np.testing.assert_array_equal(keep, [[48, 60], [50, 64]])

@@ -22,6 +22,10 @@ that look alike elsewhere in the image (many nuclei look the same). The engine t
   the mask plus 2 px) that the model finds at least as likely to be the object as the clicked
   ones, connected to them. A click on a thin missed rim along an outline thus adds that rim,
   where the model alone often does not react to it;
+* cuts, per prompted object named ``nucleus``, its mask along the line through each **negative
+  click**, square to the direction from the object's first positive click (else its mask's
+  centroid): a nucleus is convex, so a negative click on a thin rim of excess along its outline
+  means that the nucleus ends before it, on that whole side (``cut_beyond_negative_clicks``);
 * cuts, per prompted object named ``cell``, its mask between the nuclei it covers: a cell holds
   one nucleus, so nuclei (found by text search) lying mostly inside a cell's mask that no
   positive prompt marks, besides the one nearest to the prompt, belong to neighbouring cells the
@@ -282,6 +286,42 @@ def grow_at_marks(mask: np.ndarray, prob: np.ndarray, marks: np.ndarray, negativ
         regions, _ = ndimage.label(candidates, structure=_EIGHT_CONNECTED)
         touched = np.unique(regions[seed])
         out[win] |= np.isin(regions, touched[touched > 0])
+    return out
+
+
+def cut_beyond_negative_clicks(mask: np.ndarray, anchor: np.ndarray, negatives: np.ndarray,
+                               keep: np.ndarray | None = None) -> np.ndarray:
+    """A convex object's mask cut along the line through each negative click, square to the
+    direction from ``anchor``: the pixels at least as far along that direction as the click
+    leave the mask.
+
+    Args:
+        mask: ``[H, W]`` bool mask.
+        anchor: ``(row, col)`` a point of the object (its first positive click).
+        negatives: ``[K, 2]`` (row, col) negative clicks.
+        keep: ``[K', 2]`` (row, col) positive clicks: a negative click whose line would cut one
+            of them off cuts nothing.
+
+    Returns:
+        ``[H, W]`` bool, a subset of ``mask`` (computed in the mask's bounding box).
+    """
+    if not mask.any() or not len(negatives):
+        return mask
+    out = mask.copy()
+    box = bounding_box(mask)
+    rows = np.arange(box[0].start, box[0].stop, dtype=np.float64)[:, None] - anchor[0]
+    cols = np.arange(box[1].start, box[1].stop, dtype=np.float64)[None, :] - anchor[1]
+    keep = np.zeros((0, 2)) if keep is None else np.asarray(keep, dtype=np.float64).reshape(-1, 2)
+    for point in np.asarray(negatives, dtype=np.float64).reshape(-1, 2):
+        direction = point - anchor
+        distance = float(np.hypot(*direction))
+        if distance < 1.0:
+            continue
+        unit = direction / distance
+        limit = distance - 0.5
+        if len(keep) and (((keep - anchor) @ unit) >= limit).any():
+            continue
+        out[box] &= rows * unit[0] + cols * unit[1] < limit
     return out
 
 

@@ -35,6 +35,7 @@ from .connected import (
     CELL,
     NUCLEUS,
     cut_at_foreign_nuclei,
+    cut_beyond_negative_clicks,
     cut_at_negatives,
     grow_at_marks,
     keep_prompted_regions_all,
@@ -109,6 +110,10 @@ class Segmenter:
             instead of the rectangle, and the one that fits the box is kept; with clicks or a
             previous result, SEEM reads those without the box; the mask is clipped to the box
             (see :mod:`napari_seem.engine.boxes`).
+        convex_nuclei: with ``connected_objects``, a prompted object named ``nucleus`` is cut
+            along the line through each negative click, square to the direction from its first
+            positive click: a nucleus is convex
+            (:func:`napari_seem.engine.connected.cut_beyond_negative_clicks`).
     """
 
     def __init__(
@@ -130,6 +135,7 @@ class Segmenter:
         refine_text: bool = True,
         cells_hold_one_nucleus: bool = True,
         fit_boxes: bool = True,
+        convex_nuclei: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = precision
@@ -144,6 +150,7 @@ class Segmenter:
         self.refine_text = bool(refine_text)
         self.cells_hold_one_nucleus = bool(cells_hold_one_nucleus)
         self.fit_boxes = bool(fit_boxes)
+        self.convex_nuclei = bool(convex_nuclei)
         self._nuclei: tuple[tuple, tuple[np.ndarray, np.ndarray]] | None = None  # (image and settings, nuclei)
         self.text_cache_dir = default_cache_dir() if text_cache_dir == "default" else text_cache_dir
         if templates not in (True, False, "auto"):
@@ -492,7 +499,8 @@ class Segmenter:
             negatives = neg[:, :h, :w].cpu().numpy()
             marks = self._positive_marks(state, prompts)
         return self._result(state, logits, names, class_scores, object_ids=previous_ids, prompt_regions=regions,
-                            negative_regions=negatives, positive_marks=marks)
+                            negative_regions=negatives, positive_marks=marks,
+                            clicks=[(p.points[p.point_labels == 1], p.points[p.point_labels == 0]) for p in prompts])
 
     @staticmethod
     def _positive_marks(state: _ImageState, prompts: list[ObjectPrompt]) -> np.ndarray:
@@ -534,12 +542,14 @@ class Segmenter:
 
     def _result(self, state, logits: torch.Tensor, names, class_scores, object_ids=None,
                 prompt_regions: np.ndarray | None = None, negative_regions: np.ndarray | None = None,
-                positive_marks: np.ndarray | None = None) -> Segmentation:
+                positive_marks: np.ndarray | None = None, clicks: list | None = None) -> Segmentation:
         """Masks at the original resolution; with ``prompt_regions`` (the objects' positive
         prompts, ``[N, h, w]`` at model resolution), only the mask regions they touch are kept,
         the part of a mask that one of its ``negative_regions`` falls in is cut off, a mask
-        grows at its ``positive_marks`` (clicks, strokes) that fell outside it, and a cell is cut
-        between its own nucleus and the others it covers (``cells_hold_one_nucleus``)."""
+        grows at its ``positive_marks`` (clicks, strokes) that fell outside it, a cell is cut
+        between its own nucleus and the others it covers (``cells_hold_one_nucleus``), and a
+        nucleus along the line through each of its negative ``clicks`` (``(positive, negative)``
+        points per object; ``convex_nuclei``)."""
         model_grid = self._to_model_grid(state, logits)
         full = logits_to_original(model_grid, state.prepared.original_shape)
         masks = (full > 0).cpu().numpy()
@@ -554,7 +564,9 @@ class Segmenter:
                 cut = negative is not None and negative.any()
                 grow = positive_marks is not None and positive_marks[k].any()
                 cell = nuclei is not None and names[k] == CELL
-                if not (cut or grow or cell):
+                convex = (self.convex_nuclei and clicks is not None and names[k] == NUCLEUS
+                          and len(clicks[k][1]) > 0)
+                if not (cut or grow or cell or convex):
                     continue
                 prob = probs[k].cpu().numpy()  # once per object, for every rule
                 if cut:
@@ -563,6 +575,10 @@ class Segmenter:
                     masks[k] = grow_at_marks(masks[k], prob, positive_marks[k], negative)
                 if cell:
                     masks[k] = cut_at_foreign_nuclei(masks[k], prob, prompt_regions[k], nuclei, nucleus_areas=areas)
+                if convex and masks[k].any():
+                    positive, negative_clicks = clicks[k]
+                    anchor = positive[0] if len(positive) else np.argwhere(masks[k]).mean(0)
+                    masks[k] = cut_beyond_negative_clicks(masks[k], anchor, negative_clicks, keep=positive)
         inside = torch.from_numpy(masks).to(full.device).float()
         scores = ((probs * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp_min(1)).cpu().numpy()
         return Segmentation(
