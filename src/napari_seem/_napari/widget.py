@@ -212,8 +212,9 @@ class SeemWidget(QWidget):
         self.connected_check = self._check("One region per prompted object",
                                            "Keep only the parts of each mask connected to its clicks, shapes or "
                                            "painted mask (not look-alike objects elsewhere), cut off the part "
-                                           "a negative click falls in, and give a box the object that fills it "
-                                           "(decoded from clicks in the box, clipped to it); off: SEEM's raw masks",
+                                           "a negative click falls in (on a nucleus: the whole side beyond it), "
+                                           "and give a box the object that fills it (decoded from clicks in the "
+                                           "box, clipped to it); off: SEEM's raw masks",
                                            self._set_connected_objects)
         self.nucleus_check = self._check("A cell holds one nucleus",
                                          "With 'cell' and 'nucleus' in the vocabulary: a clicked cell whose mask "
