@@ -536,3 +536,52 @@ def test_only_objects_named_nucleus_are_cut_square_to_their_click(tiny_model, mo
             np.testing.assert_array_equal(anchor, [48, 60])                 # the first positive click
             np.testing.assert_array_equal(negatives, [[10, 10]])
             np.testing.assert_array_equal(keep, [[48, 60], [50, 64]])
+
+
+def test_a_positive_click_grows_a_convex_object_on_its_side():
+    from napari_seem.engine.connected import grow_toward_positive_clicks
+
+    rows, cols = np.ogrid[:40, :40]
+    inner = (rows - 20) ** 2 + (cols - 20) ** 2 <= 8 ** 2
+    anchor = np.array([20.0, 20.0])
+    click = np.array([[20.0, 30.0]])                          # 2 px outside the disc, to its right
+    grown = grow_toward_positive_clicks(inner, inner, anchor, click)
+    assert grown[20, 30] and (grown >= inner).all()
+    distance = np.sqrt(np.maximum(0, (rows - 20.0) ** 2 + (cols - 20.0) ** 2)) - 8
+    added = grown & ~inner
+    assert added.any() and (cols[0][np.nonzero(added)[1]] >= 20).all()   # only on the click's side
+    assert (np.nonzero(added)[1] <= 30).all()                             # not beyond the line through it
+    assert (distance[added] <= 2.5 + 1e-9).all()                          # at most the click's gap away
+    assert added[20, 29] and added[13, 27] and not added[20, 11]         # the whole right side's rim, not the left
+    # a click inside the previous mask, on the anchor, or with no previous mask grows nothing
+    assert np.array_equal(grow_toward_positive_clicks(inner, inner, anchor, np.array([[20.0, 25.0]])), inner)
+    assert np.array_equal(grow_toward_positive_clicks(inner, inner, anchor, anchor[None]), inner)
+    assert np.array_equal(grow_toward_positive_clicks(inner, np.zeros_like(inner), anchor, click), inner)
+    # the gap is measured from the previous round's mask: far clicks grow farther (window widens)
+    far = grow_toward_positive_clicks(inner, inner, anchor, np.array([[20.0, 39.0]]))
+    assert far[20, 39] and far[20, 35]
+
+
+def test_a_nucleus_grows_from_its_previous_mask_toward_new_positive_clicks(tiny_model, monkeypatch):
+    """The growth on a positive click's side is measured from the previous result's mask (the
+    round before), else from the mask before the growth at marks; the first click is the anchor."""
+    import napari_seem.engine.segmenter as segmenter_module
+
+    calls = []
+    real = segmenter_module.grow_toward_positive_clicks
+    monkeypatch.setattr(segmenter_module, "grow_toward_positive_clicks",
+                        lambda mask, before, anchor, positives: calls.append((before.copy(), anchor, positives))
+                        or real(mask, before, anchor, positives))
+    seg = Segmenter(tiny_model, device="cpu", short_side=None, vocabulary=["nucleus"], text_cache_dir=None,
+                    cells_hold_one_nucleus=False)
+    seg.set_image(make_image((96, 120), seed=3).image)
+    first = seg.predict(ObjectPrompt(points=[(48, 60)]))
+    assert calls == []                                                  # one click: nothing to grow toward
+    second = seg.predict(ObjectPrompt(points=[(48, 60), (30, 80)]), previous=first)
+    before, anchor, positives = calls[-1]
+    np.testing.assert_array_equal(before, first.masks[0])
+    np.testing.assert_array_equal(anchor, [48, 60])
+    np.testing.assert_array_equal(positives, [[30, 80]])
+    assert second.masks[0][30, 80]
+    seg.predict(ObjectPrompt(points=[(48, 60), (30, 80)]))               # no previous result
+    assert len(calls) == 2 and calls[-1][0].shape == first.masks[0].shape   # this round's mask before growth

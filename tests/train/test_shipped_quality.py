@@ -40,7 +40,7 @@ TEXT_FLOOR = 0.48  # measured: 0.82 (0.78 without the click on each object found
 NOC_CEILING = 6.5  # measured: 3.5 (4.4 without the cut between a cell's nuclei, without the negative-click cut 9.6, without the growth at positive clicks 5.8, without both 10.7)
 #: the same on the first 4 nuclei of the 4 images: small objects, where 85 % IoU needs boundaries
 #: right to about a pixel
-NOC_CEILING_NUCLEI = 12.5  # measured: 6.2 (8.5 without the cut of nuclei at negative clicks, 8.2 without the growth at positive clicks)
+NOC_CEILING_NUCLEI = 12.5  # measured: 6.5 (8.5 without the convex-nucleus rules, 7.6 without the growth at positive clicks, 8.2 without both growths)
 
 
 def click_ious(model, n_images: int = 2, shape: tuple[int, int] = (256, 256), exposure: float = 1.0,
@@ -150,14 +150,16 @@ def test_corrective_clicks_on_nuclei(shipped, monkeypatch):
     assert measured <= NOC_CEILING_NUCLEI, f"NoC@85 on nuclei {measured:.2f} > {NOC_CEILING_NUCLEI}"
     segmenter_module = importlib.import_module("napari_seem.engine.segmenter")
     monkeypatch.setattr(segmenter_module, "grow_at_marks", lambda mask, *args, **kwargs: mask)
-    assert clicks_to_85(shipped, "nucleus") >= measured + 1.5
+    monkeypatch.setattr(segmenter_module, "grow_toward_positive_clicks", lambda mask, *args, **kwargs: mask)
+    assert clicks_to_85(shipped, "nucleus") >= measured + 1.5  # measured 8.2 without both growths
 
 
 def test_a_negative_click_cuts_a_nucleus_on_its_whole_side(shipped):
     """A negative click on an object named nucleus cuts it along the line through the click,
-    square to the direction from its first click (``convex_nuclei``, engine/connected.py): most
-    corrective clicks on nuclei are negative clicks on a thin rim of excess, which the model and
-    the watershed cut mend only at the click. Measured on the 16 nuclei: 6.2 against 8.5."""
+    square to the direction from its first click, and a positive click outside it grows its
+    whole side (``convex_nuclei``, engine/connected.py): most corrective clicks on nuclei land on
+    a thin rim of excess or of missed pixels, which the model and the other rules mend only at
+    the click. Measured on the 16 nuclei: 6.5 against 8.5 (the cut alone: 6.2)."""
     on = clicks_to_85(shipped, "nucleus")
     off = clicks_to_85(shipped, "nucleus", convex_nuclei=False)
     assert on <= off - 1.0, (on, off)

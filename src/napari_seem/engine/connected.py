@@ -26,6 +26,10 @@ that look alike elsewhere in the image (many nuclei look the same). The engine t
   click**, square to the direction from the object's first positive click (else its mask's
   centroid): a nucleus is convex, so a negative click on a thin rim of excess along its outline
   means that the nucleus ends before it, on that whole side (``cut_beyond_negative_clicks``);
+  and grows it on the side of each new **positive click** outside its previous mask, by the
+  click's distance to that mask, up to the line through the click
+  (``grow_toward_positive_clicks``): a click on a thin missed rim means the rim is missing on
+  that whole side;
 * cuts, per prompted object named ``cell``, its mask between the nuclei it covers: a cell holds
   one nucleus, so nuclei (found by text search) lying mostly inside a cell's mask that no
   positive prompt marks, besides the one nearest to the prompt, belong to neighbouring cells the
@@ -322,6 +326,56 @@ def cut_beyond_negative_clicks(mask: np.ndarray, anchor: np.ndarray, negatives: 
         if len(keep) and (((keep - anchor) @ unit) >= limit).any():
             continue
         out[box] &= rows * unit[0] + cols * unit[1] < limit
+    return out
+
+
+def grow_toward_positive_clicks(mask: np.ndarray, previous: np.ndarray, anchor: np.ndarray,
+                                positives: np.ndarray) -> np.ndarray:
+    """A convex object's mask grown on the side of each positive click that lies outside its
+    ``previous`` mask: the pixels on the click's side of ``anchor`` (the direction from it
+    within 90 degrees of the click's), not beyond the line through the click square to that
+    direction, and at most as far from ``previous`` as the click (plus half a pixel) join it.
+
+    Args:
+        mask: ``[H, W]`` bool mask of this round.
+        previous: ``[H, W]`` bool mask of the round before (without one: ``mask`` before growth).
+        anchor: ``(row, col)`` a point of the object (its first positive click).
+        positives: ``[K, 2]`` (row, col) positive clicks.
+
+    Returns:
+        ``[H, W]`` bool, a superset of ``mask``.
+    """
+    if not previous.any() or not len(positives):
+        return mask
+    out = mask
+    height, width = mask.shape
+    for point in np.asarray(positives, dtype=np.float64).reshape(-1, 2):
+        r, c = int(round(point[0])), int(round(point[1]))
+        if not (0 <= r < height and 0 <= c < width) or previous[r, c]:
+            continue
+        direction = point - anchor
+        distance = float(np.hypot(*direction))
+        if distance < 1.0:
+            continue
+        unit = direction / distance
+        box = bounding_box(previous)
+        margin = 8
+        while True:  # a window around the previous mask and the click, wide enough for the growth
+            window = (slice(max(0, min(box[0].start, r) - margin), min(height, max(box[0].stop, r + 1) + margin)),
+                      slice(max(0, min(box[1].start, c) - margin), min(width, max(box[1].stop, c + 1) + margin)))
+            outside = ndimage.distance_transform_edt(~previous[window])
+            gap = float(outside[r - window[0].start, c - window[1].start])
+            if gap + 1 <= margin:
+                break
+            margin = int(np.ceil(gap)) + 2
+        rows = np.arange(window[0].start, window[0].stop, dtype=np.float64)[:, None] - anchor[0]
+        cols = np.arange(window[1].start, window[1].stop, dtype=np.float64)[None, :] - anchor[1]
+        along = rows * unit[0] + cols * unit[1]
+        grown = (outside <= gap + 0.5) & (along >= 0) & (along <= distance + 0.5)
+        if grown.any():
+            if out is mask:
+                out = mask.copy()
+            out[window] |= grown
     return out
 
 

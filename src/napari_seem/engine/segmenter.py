@@ -36,6 +36,7 @@ from .connected import (
     NUCLEUS,
     cut_at_foreign_nuclei,
     cut_beyond_negative_clicks,
+    grow_toward_positive_clicks,
     cut_at_negatives,
     grow_at_marks,
     keep_prompted_regions_all,
@@ -112,8 +113,10 @@ class Segmenter:
             (see :mod:`napari_seem.engine.boxes`).
         convex_nuclei: with ``connected_objects``, a prompted object named ``nucleus`` is cut
             along the line through each negative click, square to the direction from its first
-            positive click: a nucleus is convex
-            (:func:`napari_seem.engine.connected.cut_beyond_negative_clicks`).
+            positive click, and grown on the side of each new positive click outside its previous
+            mask: a nucleus is convex
+            (:func:`napari_seem.engine.connected.cut_beyond_negative_clicks`,
+            :func:`napari_seem.engine.connected.grow_toward_positive_clicks`).
     """
 
     def __init__(
@@ -500,7 +503,8 @@ class Segmenter:
             marks = self._positive_marks(state, prompts)
         return self._result(state, logits, names, class_scores, object_ids=previous_ids, prompt_regions=regions,
                             negative_regions=negatives, positive_marks=marks,
-                            clicks=[(p.points[p.point_labels == 1], p.points[p.point_labels == 0]) for p in prompts])
+                            clicks=[(p.points[p.point_labels == 1], p.points[p.point_labels == 0]) for p in prompts],
+                            previous_masks=None if previous is None else previous.masks)
 
     @staticmethod
     def _positive_marks(state: _ImageState, prompts: list[ObjectPrompt]) -> np.ndarray:
@@ -542,14 +546,16 @@ class Segmenter:
 
     def _result(self, state, logits: torch.Tensor, names, class_scores, object_ids=None,
                 prompt_regions: np.ndarray | None = None, negative_regions: np.ndarray | None = None,
-                positive_marks: np.ndarray | None = None, clicks: list | None = None) -> Segmentation:
+                positive_marks: np.ndarray | None = None, clicks: list | None = None,
+                previous_masks: np.ndarray | None = None) -> Segmentation:
         """Masks at the original resolution; with ``prompt_regions`` (the objects' positive
         prompts, ``[N, h, w]`` at model resolution), only the mask regions they touch are kept,
         the part of a mask that one of its ``negative_regions`` falls in is cut off, a mask
         grows at its ``positive_marks`` (clicks, strokes) that fell outside it, a cell is cut
         between its own nucleus and the others it covers (``cells_hold_one_nucleus``), and a
-        nucleus along the line through each of its negative ``clicks`` (``(positive, negative)``
-        points per object; ``convex_nuclei``)."""
+        nucleus grows on the side of each positive click outside its ``previous_masks`` (else
+        outside its mask before the growth at marks) and is cut along the line through each of
+        its negative ``clicks`` (``(positive, negative)`` points per object; ``convex_nuclei``)."""
         model_grid = self._to_model_grid(state, logits)
         full = logits_to_original(model_grid, state.prepared.original_shape)
         masks = (full > 0).cpu().numpy()
@@ -565,12 +571,13 @@ class Segmenter:
                 grow = positive_marks is not None and positive_marks[k].any()
                 cell = nuclei is not None and names[k] == CELL
                 convex = (self.convex_nuclei and clicks is not None and names[k] == NUCLEUS
-                          and len(clicks[k][1]) > 0)
+                          and (len(clicks[k][1]) > 0 or len(clicks[k][0]) > 1))
                 if not (cut or grow or cell or convex):
                     continue
                 prob = probs[k].cpu().numpy()  # once per object, for every rule
                 if cut:
                     masks[k] = cut_at_negatives(masks[k], prob, prompt_regions[k], negative)
+                before_growth = masks[k]
                 if grow:
                     masks[k] = grow_at_marks(masks[k], prob, positive_marks[k], negative)
                 if cell:
@@ -578,6 +585,9 @@ class Segmenter:
                 if convex and masks[k].any():
                     positive, negative_clicks = clicks[k]
                     anchor = positive[0] if len(positive) else np.argwhere(masks[k]).mean(0)
+                    if len(positive) > 1:
+                        before = before_growth if previous_masks is None else previous_masks[k]
+                        masks[k] = grow_toward_positive_clicks(masks[k], before, anchor, positive[1:])
                     masks[k] = cut_beyond_negative_clicks(masks[k], anchor, negative_clicks, keep=positive)
         inside = torch.from_numpy(masks).to(full.device).float()
         scores = ((probs * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp_min(1)).cpu().numpy()
