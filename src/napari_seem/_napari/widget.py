@@ -212,7 +212,7 @@ class SeemWidget(QWidget):
         self.connected_check = self._check("One region per prompted object",
                                            "Keep only the parts of each mask connected to its clicks, shapes or "
                                            "painted mask (not look-alike objects elsewhere), cut off the part "
-                                           "a negative click falls in (on a nucleus: the whole side beyond it), "
+                                           "a negative click falls in (on a nucleus: its whole side; a positive one grows it), "
                                            "and give a box the object that fills it (decoded from clicks in the "
                                            "box, clipped to it); off: SEEM's raw masks",
                                            self._set_connected_objects)
