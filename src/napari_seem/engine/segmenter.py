@@ -504,7 +504,7 @@ class Segmenter:
         return self._result(state, logits, names, class_scores, object_ids=previous_ids, prompt_regions=regions,
                             negative_regions=negatives, positive_marks=marks,
                             clicks=[(p.points[p.point_labels == 1], p.points[p.point_labels == 0]) for p in prompts],
-                            previous_masks=None if previous is None else previous.masks)
+                            previous=previous)
 
     @staticmethod
     def _positive_marks(state: _ImageState, prompts: list[ObjectPrompt]) -> np.ndarray:
@@ -547,13 +547,13 @@ class Segmenter:
     def _result(self, state, logits: torch.Tensor, names, class_scores, object_ids=None,
                 prompt_regions: np.ndarray | None = None, negative_regions: np.ndarray | None = None,
                 positive_marks: np.ndarray | None = None, clicks: list | None = None,
-                previous_masks: np.ndarray | None = None) -> Segmentation:
+                previous: Segmentation | None = None) -> Segmentation:
         """Masks at the original resolution; with ``prompt_regions`` (the objects' positive
         prompts, ``[N, h, w]`` at model resolution), only the mask regions they touch are kept,
         the part of a mask that one of its ``negative_regions`` falls in is cut off, a mask
         grows at its ``positive_marks`` (clicks, strokes) that fell outside it, a cell is cut
         between its own nucleus and the others it covers (``cells_hold_one_nucleus``), and a
-        nucleus grows on the side of each positive click outside its ``previous_masks`` (else
+        nucleus grows on the side of each positive click outside its mask in ``previous`` (else
         outside its mask before the growth at marks) and is cut along the line through each of
         its negative ``clicks`` (``(positive, negative)`` points per object; ``convex_nuclei``)."""
         model_grid = self._to_model_grid(state, logits)
@@ -586,7 +586,7 @@ class Segmenter:
                     positive, negative_clicks = clicks[k]
                     anchor = positive[0] if len(positive) else np.argwhere(masks[k]).mean(0)
                     if len(positive) > 1:
-                        before = before_growth if previous_masks is None else previous_masks[k]
+                        before = before_growth if previous is None else previous.mask(k)
                         masks[k] = grow_toward_positive_clicks(masks[k], before, anchor, positive[1:])
                     masks[k] = cut_beyond_negative_clicks(masks[k], anchor, negative_clicks, keep=positive)
         inside = torch.from_numpy(masks).to(full.device).float()
