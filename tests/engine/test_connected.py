@@ -515,7 +515,7 @@ def test_a_negative_click_cuts_a_convex_object_along_the_line_through_it():
 
 
 def test_only_objects_named_nucleus_are_cut_square_to_their_click(tiny_model, monkeypatch):
-    """The rule runs for objects named ``nucleus`` with a negative click (and ``convex_nuclei``)."""
+    """The rule runs for objects named ``nucleus`` with a negative click (and ``shape_priors``)."""
     import napari_seem.engine.segmenter as segmenter_module
 
     calls = []
@@ -525,8 +525,9 @@ def test_only_objects_named_nucleus_are_cut_square_to_their_click(tiny_model, mo
     image = make_image((96, 120), seed=3).image
     prompt = ObjectPrompt(points=[(48, 60), (10, 10), (50, 64)], point_labels=[1, 0, 1])
     for vocabulary, convex, expected in ((["nucleus"], True, 1), (["nucleus"], False, 0), (["cell"], True, 0)):
+        # a cell is not cut at negative clicks (it is not convex)
         seg = Segmenter(tiny_model, device="cpu", short_side=None, vocabulary=vocabulary, text_cache_dir=None,
-                        convex_nuclei=convex, cells_hold_one_nucleus=False)
+                        shape_priors=convex, cells_hold_one_nucleus=False)
         seg.set_image(image)
         calls.clear()
         seg.predict(prompt)
@@ -560,6 +561,11 @@ def test_a_positive_click_grows_a_convex_object_on_its_side():
     # the gap is measured from the previous round's mask: far clicks grow farther (window widens)
     far = grow_toward_positive_clicks(inner, inner, anchor, np.array([[20.0, 39.0]]))
     assert far[20, 39] and far[20, 35]
+    # a sector (a star-shaped object such as a cell): only within 30 degrees of the click's direction
+    sector = grow_toward_positive_clicks(inner, inner, anchor, click, half_angle=30.0) & ~inner
+    assert sector[20, 29] and not sector[13, 27] and (sector <= added).all()
+    angles = np.degrees(np.arctan2(np.abs(np.nonzero(sector)[0] - 20.0), np.nonzero(sector)[1] - 20.0))
+    assert (angles <= 30.0 + 1e-9).all()
 
 
 def test_a_nucleus_grows_from_its_previous_mask_toward_new_positive_clicks(tiny_model, monkeypatch):
@@ -585,3 +591,20 @@ def test_a_nucleus_grows_from_its_previous_mask_toward_new_positive_clicks(tiny_
     assert second.masks[0][30, 80]
     seg.predict(ObjectPrompt(points=[(48, 60), (30, 80)]))               # no previous result
     assert len(calls) == 2 and calls[-1][0].shape == first.masks[0].shape   # this round's mask before growth
+
+
+def test_a_cell_grows_toward_a_positive_click_in_a_sector(tiny_model, monkeypatch):
+    import napari_seem.engine.segmenter as segmenter_module
+
+    calls = []
+    real = segmenter_module.grow_toward_positive_clicks
+    monkeypatch.setattr(segmenter_module, "grow_toward_positive_clicks",
+                        lambda mask, before, anchor, positives, half_angle=90.0:
+                        calls.append(half_angle) or real(mask, before, anchor, positives, half_angle))
+    for vocabulary, priors, expected in ((["cell"], True, [30.0]), (["nucleus"], True, [90.0]), (["cell"], False, [])):
+        seg = Segmenter(tiny_model, device="cpu", short_side=None, vocabulary=vocabulary, text_cache_dir=None,
+                        shape_priors=priors, cells_hold_one_nucleus=False)
+        seg.set_image(make_image((96, 120), seed=3).image)
+        calls.clear()
+        seg.predict(ObjectPrompt(points=[(48, 60), (30, 80)]))
+        assert calls == expected, (vocabulary, priors)

@@ -157,13 +157,15 @@ def test_corrective_clicks_on_nuclei(shipped, monkeypatch):
 def test_a_negative_click_cuts_a_nucleus_on_its_whole_side(shipped):
     """A negative click on an object named nucleus cuts it along the line through the click,
     square to the direction from its first click, and a positive click outside it grows its
-    whole side (``convex_nuclei``, engine/connected.py): most corrective clicks on nuclei land on
+    whole side (``shape_priors``, engine/connected.py): most corrective clicks on nuclei land on
     a thin rim of excess or of missed pixels, which the model and the other rules mend only at
     the click. Measured on the 16 nuclei: 6.5 against 8.5 (the cut alone: 6.2)."""
     on = clicks_to_85(shipped, "nucleus")
-    off = clicks_to_85(shipped, "nucleus", convex_nuclei=False)
+    off = clicks_to_85(shipped, "nucleus", shape_priors=False)
     assert on <= off - 1.0, (on, off)
-    assert clicks_to_85(shipped, "cell") == clicks_to_85(shipped, "cell", convex_nuclei=False)  # cells: untouched
+    # cells grow toward a positive click only within 30 degrees of its direction: on these 16
+    # cells 3.5 either way (on 128 cells of images 9030-9044: 3.66 -> 3.47)
+    assert clicks_to_85(shipped, "cell") <= clicks_to_85(shipped, "cell", shape_priors=False)
 
 
 def test_random_weights_do_not_reach_the_floor():

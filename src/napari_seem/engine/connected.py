@@ -29,7 +29,8 @@ that look alike elsewhere in the image (many nuclei look the same). The engine t
   and grows it on the side of each new **positive click** outside its previous mask, by the
   click's distance to that mask, up to the line through the click
   (``grow_toward_positive_clicks``): a click on a thin missed rim means the rim is missing on
-  that whole side;
+  that whole side. An object named ``cell``, not convex but star-shaped around where it was
+  first clicked, grows so within 30 degrees of the click's direction;
 * cuts, per prompted object named ``cell``, its mask between the nuclei it covers: a cell holds
   one nucleus, so nuclei (found by text search) lying mostly inside a cell's mask that no
   positive prompt marks, besides the one nearest to the prompt, belong to neighbouring cells the
@@ -50,6 +51,9 @@ from .prompts import resample_nearest
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
+#: how far (degrees) around a positive click's direction a cell grows toward it (a nucleus: its
+#: whole side, 90)
+CELL_GROWTH_HALF_ANGLE = 30.0
 #: the class names of the rules that give a cell one nucleus (``cut_at_foreign_nuclei``,
 #: ``split_between_nuclei``; ``Segmenter(cells_hold_one_nucleus=...)``)
 CELL, NUCLEUS = "cell", "nucleus"
@@ -330,17 +334,19 @@ def cut_beyond_negative_clicks(mask: np.ndarray, anchor: np.ndarray, negatives: 
 
 
 def grow_toward_positive_clicks(mask: np.ndarray, previous: np.ndarray, anchor: np.ndarray,
-                                positives: np.ndarray) -> np.ndarray:
-    """A convex object's mask grown on the side of each positive click that lies outside its
-    ``previous`` mask: the pixels on the click's side of ``anchor`` (the direction from it
-    within 90 degrees of the click's), not beyond the line through the click square to that
-    direction, and at most as far from ``previous`` as the click (plus half a pixel) join it.
+                                positives: np.ndarray, half_angle: float = 90.0) -> np.ndarray:
+    """A mask grown on the side of each positive click that lies outside its ``previous`` mask:
+    the pixels whose direction from ``anchor`` lies within ``half_angle`` degrees of the click's
+    (90: the click's whole side, for a convex object; less: a sector, for an object star-shaped
+    around ``anchor``), not beyond the line through the click square to its direction, and at
+    most as far from ``previous`` as the click (plus half a pixel) join it.
 
     Args:
         mask: ``[H, W]`` bool mask of this round.
         previous: ``[H, W]`` bool mask of the round before (without one: ``mask`` before growth).
         anchor: ``(row, col)`` a point of the object (its first positive click).
         positives: ``[K, 2]`` (row, col) positive clicks.
+        half_angle: degrees, at most 90.
 
     Returns:
         ``[H, W]`` bool, a superset of ``mask``.
@@ -371,7 +377,11 @@ def grow_toward_positive_clicks(mask: np.ndarray, previous: np.ndarray, anchor: 
         rows = np.arange(window[0].start, window[0].stop, dtype=np.float64)[:, None] - anchor[0]
         cols = np.arange(window[1].start, window[1].stop, dtype=np.float64)[None, :] - anchor[1]
         along = rows * unit[0] + cols * unit[1]
-        grown = (outside <= gap + 0.5) & (along >= 0) & (along <= distance + 0.5)
+        if half_angle >= 90.0:
+            side = along >= 0
+        else:
+            side = along >= np.cos(np.deg2rad(half_angle)) * np.hypot(rows, cols)
+        grown = (outside <= gap + 0.5) & side & (along <= distance + 0.5)
         if grown.any():
             if out is mask:
                 out = mask.copy()

@@ -33,6 +33,7 @@ from ..model.seem import ImageFeatures
 from . import boxes as box_rule
 from .connected import (
     CELL,
+    CELL_GROWTH_HALF_ANGLE,
     NUCLEUS,
     cut_at_foreign_nuclei,
     cut_beyond_negative_clicks,
@@ -111,10 +112,11 @@ class Segmenter:
             instead of the rectangle, and the one that fits the box is kept; with clicks or a
             previous result, SEEM reads those without the box; the mask is clipped to the box
             (see :mod:`napari_seem.engine.boxes`).
-        convex_nuclei: with ``connected_objects``, a prompted object named ``nucleus`` is cut
+        shape_priors: with ``connected_objects``, a prompted object named ``nucleus`` is cut
             along the line through each negative click, square to the direction from its first
             positive click, and grown on the side of each new positive click outside its previous
-            mask: a nucleus is convex
+            mask: a nucleus is convex; one named ``cell`` grows so within 30 degrees of the
+            click's direction: a cell is star-shaped around where it was clicked
             (:func:`napari_seem.engine.connected.cut_beyond_negative_clicks`,
             :func:`napari_seem.engine.connected.grow_toward_positive_clicks`).
     """
@@ -138,7 +140,7 @@ class Segmenter:
         refine_text: bool = True,
         cells_hold_one_nucleus: bool = True,
         fit_boxes: bool = True,
-        convex_nuclei: bool = True,
+        shape_priors: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = precision
@@ -153,7 +155,7 @@ class Segmenter:
         self.refine_text = bool(refine_text)
         self.cells_hold_one_nucleus = bool(cells_hold_one_nucleus)
         self.fit_boxes = bool(fit_boxes)
-        self.convex_nuclei = bool(convex_nuclei)
+        self.shape_priors = bool(shape_priors)
         self._nuclei: tuple[tuple, tuple[np.ndarray, np.ndarray]] | None = None  # (image and settings, nuclei)
         self.text_cache_dir = default_cache_dir() if text_cache_dir == "default" else text_cache_dir
         if templates not in (True, False, "auto"):
@@ -555,7 +557,8 @@ class Segmenter:
         between its own nucleus and the others it covers (``cells_hold_one_nucleus``), and a
         nucleus grows on the side of each positive click outside its mask in ``previous`` (else
         outside its mask before the growth at marks) and is cut along the line through each of
-        its negative ``clicks`` (``(positive, negative)`` points per object; ``convex_nuclei``)."""
+        its negative ``clicks`` (``(positive, negative)`` points per object; ``shape_priors``; a cell
+        grows so in a narrower sector)."""
         model_grid = self._to_model_grid(state, logits)
         full = logits_to_original(model_grid, state.prepared.original_shape)
         masks = (full > 0).cpu().numpy()
@@ -570,9 +573,10 @@ class Segmenter:
                 cut = negative is not None and negative.any()
                 grow = positive_marks is not None and positive_marks[k].any()
                 cell = nuclei is not None and names[k] == CELL
-                convex = (self.convex_nuclei and clicks is not None and names[k] == NUCLEUS
+                convex = (self.shape_priors and clicks is not None and names[k] == NUCLEUS
                           and (len(clicks[k][1]) > 0 or len(clicks[k][0]) > 1))
-                if not (cut or grow or cell or convex):
+                star = self.shape_priors and clicks is not None and names[k] == CELL and len(clicks[k][0]) > 1
+                if not (cut or grow or cell or convex or star):
                     continue
                 prob = probs[k].cpu().numpy()  # once per object, for every rule
                 if cut:
@@ -582,6 +586,11 @@ class Segmenter:
                     masks[k] = grow_at_marks(masks[k], prob, positive_marks[k], negative)
                 if cell:
                     masks[k] = cut_at_foreign_nuclei(masks[k], prob, prompt_regions[k], nuclei, nucleus_areas=areas)
+                if star and masks[k].any():
+                    positive = clicks[k][0]
+                    before = before_growth if previous is None else previous.mask(k)
+                    masks[k] = grow_toward_positive_clicks(masks[k], before, positive[0], positive[1:],
+                                                           half_angle=CELL_GROWTH_HALF_ANGLE)
                 if convex and masks[k].any():
                     positive, negative_clicks = clicks[k]
                     anchor = positive[0] if len(positive) else np.argwhere(masks[k]).mean(0)
