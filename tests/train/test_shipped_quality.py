@@ -40,7 +40,7 @@ TEXT_FLOOR = 0.48  # measured: 0.82 (0.78 without the click on each object found
 NOC_CEILING = 6.5  # measured: 3.5 (4.4 without the cut between a cell's nuclei, without the negative-click cut 9.6, without the growth at positive clicks 5.8, without both 10.7)
 #: the same on the first 4 nuclei of the 4 images: small objects, where 85 % IoU needs boundaries
 #: right to about a pixel
-NOC_CEILING_NUCLEI = 12.5  # measured: 6.5 (8.5 without the convex-nucleus rules, 7.6 without the growth at positive clicks, 8.2 without both growths)
+NOC_CEILING_NUCLEI = 12.5  # measured: 6.5 (8.5 without the shape priors, 7.6 without the growth at positive clicks, 8.2 without both growths)
 
 
 def click_ious(model, n_images: int = 2, shape: tuple[int, int] = (256, 256), exposure: float = 1.0,
