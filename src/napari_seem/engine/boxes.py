@@ -76,8 +76,9 @@ def without_box(prompt: ObjectPrompt) -> ObjectPrompt:
 
 
 def candidate_points(box: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``[N_CANDIDATES, 2]`` (row, col): the box's centre, then the points a quarter of its height above and
-    below it and a quarter of its width left and right of it; all inside the image ``shape``."""
+    """``[N_CANDIDATES, 2]`` (row, col): the box's centre, then the points a quarter of its
+    height above and below it and a quarter of its width left and right of it; all inside the
+    image ``shape``."""
     r0, c0, r1, c1 = box
     rc, cc = (r0 + r1) / 2, (c0 + c1) / 2
     dr, dc = OFFSET * (r1 - r0), OFFSET * (c1 - c0)
@@ -130,7 +131,7 @@ def _spans(mask: np.ndarray, box: np.ndarray) -> float:
 
 
 def choose_candidate(masks: np.ndarray, box: np.ndarray) -> int:
-    """Index of the candidate mask (``[5, H, W]`` bool, in :func:`candidate_points`' order) that is
+    """Index of the candidate mask (``[N_CANDIDATES, H, W]`` bool, in :func:`candidate_points`' order) that is
     the boxed object. The centre click's, unless a candidate at least :data:`MIN_GROWTH` times
     its area (a larger object around it) fits the box better:
 
