@@ -355,6 +355,7 @@ def grow_toward_positive_clicks(mask: np.ndarray, previous: np.ndarray, anchor: 
         return mask
     out = mask
     height, width = mask.shape
+    box = bounding_box(previous)
     for point in np.asarray(positives, dtype=np.float64).reshape(-1, 2):
         r, c = int(round(point[0])), int(round(point[1]))
         if not (0 <= r < height and 0 <= c < width) or previous[r, c]:
@@ -364,7 +365,6 @@ def grow_toward_positive_clicks(mask: np.ndarray, previous: np.ndarray, anchor: 
         if distance < 1.0:
             continue
         unit = direction / distance
-        box = bounding_box(previous)
         margin = 8
         while True:  # a window around the previous mask and the click, wide enough for the growth
             window = (slice(max(0, min(box[0].start, r) - margin), min(height, max(box[0].stop, r + 1) + margin)),

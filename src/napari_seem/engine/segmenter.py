@@ -372,6 +372,12 @@ class Segmenter:
     def _memory(self, state: _ImageState, previous: Segmentation | None, n: int) -> torch.Tensor | None:
         if previous is None:
             return None
+        self._check_previous(state, previous, n)
+        return torch.from_numpy(np.ascontiguousarray(previous.memory, dtype=np.float32))[None].to(self.device)
+
+    @staticmethod
+    def _check_previous(state: _ImageState, previous: Segmentation, n: int) -> None:
+        """``previous`` can be the memory of ``n`` prompted objects on this image, else ValueError."""
         if previous.memory is None:
             raise ValueError("previous result carries no memory (mask logits); use a result of predict()")
         if len(previous) != n:
@@ -382,11 +388,10 @@ class Segmenter:
                 f"previous result belongs to an image of another size (memory {tuple(previous.memory.shape[-2:])}, "
                 f"expected {expected})"
             )
-        return torch.from_numpy(np.ascontiguousarray(previous.memory, dtype=np.float32))[None].to(self.device)
 
     def _visual(self, state, prompts, text, previous, draws) -> Segmentation:
         if previous is not None:
-            self._memory(state, previous, len(prompts))  # the whole previous result fits the prompts
+            self._check_previous(state, previous, len(prompts))  # the whole result, before any grouping
         boxes = [box_rule.single_box(p) if self.fit_boxes and self.connected_objects else None for p in prompts]
         chunks = self._object_chunks(state, prompts, boxes, draws)
         if len(chunks) == 1:
@@ -467,8 +472,11 @@ class Segmenter:
                 continue
             marks = prompts[k].positive_marks()
             keep = None if marks is None else rasterize(marks, state.prepared.original_shape, state.prepared.original_shape)[0]
-            masks[k] = box_rule.clip_to_box(masks[k], box, keep=keep)
-            if masks[k].any():
+            clipped = box_rule.clip_to_box(masks[k], box, keep=keep)
+            if clipped.sum() == masks[k].sum():  # nothing outside the box: the score stands
+                continue
+            masks[k] = clipped
+            if clipped.any():
                 prob = self.mask_probabilities(out, k)
                 out.scores[k] = float(prob[masks[k]].mean())
         return Segmentation(masks, out.scores, out.class_names, out.class_scores, memory=out.memory,
