@@ -229,3 +229,49 @@ def test_propagation_limits_motion_only_with_the_region_rules(tiny_segmenter, mo
         tiny_segmenter.connected_objects = True
     for a, b in zip(*raw):
         np.testing.assert_array_equal(a.masks, b.masks)
+
+
+class _ClickSegmenter:
+    """Stands in for a Segmenter in ``reanchor_nuclei``: every click gives ``mask`` named ``name``."""
+
+    def __init__(self, mask, name="nucleus"):
+        self.mask, self.name, self.clicks = mask, name, []
+
+    def predict(self, prompts):
+        self.clicks.extend(tuple(p.points[0]) for p in prompts)
+        n = len(prompts)
+        return Segmentation(masks=np.stack([self.mask] * n), scores=np.full(n, 0.9, np.float32),
+                            class_names=[self.name] * n, class_scores=np.full(n, 0.8, np.float32),
+                            memory=np.full((n, 10, 15), 3.0, np.float32))
+
+
+def test_a_nucleus_that_leaked_into_its_cell_is_reanchored_from_a_click():
+    from napari_seem.engine.propagate import reanchor_nuclei
+
+    shape = (40, 60)
+    nucleus = _disk(shape, (20, 20), 6)
+    leaked = nucleus | _disk(shape, (20, 26), 9)         # crept into the cytoplasm: ~2.5x
+    result = Segmentation(masks=np.stack([leaked, leaked]), scores=np.full(2, 0.5, np.float32),
+                          class_names=["cell", "cell"], class_scores=np.full(2, 0.5, np.float32),
+                          memory=np.zeros((2, 10, 15), np.float32), object_ids=np.array([4, 9]))
+    started = {4: ("nucleus", float(nucleus.sum())), 9: ("cell", float(nucleus.sum()))}
+    seg = _ClickSegmenter(nucleus)
+    assert reanchor_nuclei(seg, result, started) == [0]   # only the object that started as a nucleus
+    np.testing.assert_array_equal(result.masks[0], nucleus)
+    assert result.scores[0] == np.float32(0.9) and result.class_scores[0] == np.float32(0.8)
+    assert result.class_names == ["nucleus", "cell"]
+    assert (result.memory[0] == 3.0).all() and (result.memory[1] == 0.0).all()   # its memory too
+    np.testing.assert_array_equal(result.masks[1], leaked)
+    assert len(seg.clicks) == 1 and leaked[tuple(int(v) for v in seg.clicks[0])]  # one click, inside the leaked mask
+
+    def fresh():
+        return Segmentation(masks=leaked[None].copy(), scores=np.ones(1, np.float32), class_names=["nucleus"],
+                            class_scores=np.ones(1, np.float32), object_ids=np.array([4]))
+
+    # not a leak, or not a trustworthy click: the propagated mask stays
+    assert reanchor_nuclei(_ClickSegmenter(nucleus, "cell"), fresh(), started) == []       # the click finds a cell
+    assert reanchor_nuclei(_ClickSegmenter(_disk(shape, (20, 20), 3)), fresh(), started) == []  # a fragment
+    assert reanchor_nuclei(_ClickSegmenter(_disk(shape, (20, 50), 6)), fresh(), started) == []  # elsewhere
+    grown = {4: ("nucleus", float(leaked.sum()))}
+    assert reanchor_nuclei(_ClickSegmenter(leaked), fresh(), grown) == []   # no larger than the click's
+    assert reanchor_nuclei(seg, fresh(), {}) == []                        # no seed class known

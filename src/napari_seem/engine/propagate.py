@@ -12,6 +12,14 @@ mask are a leak into a neighbour, not the object; they are cut off like a negati
 watershed on the mask's confidence, from the previous mask's core and the far parts). By default
 ``max_step`` is 30 % of the object's radius (at least 2 px); ``max_step=None`` switches it off.
 
+Nuclei keep their size (with the segmenter's ``shape_priors`` too): frame by frame, the memory of
+a nucleus can creep into the cytoplasm around it until its mask covers much of its cell. So each
+frame, every object that started as a ``nucleus`` is decoded again from one click at its mask's
+deepest pixel (no memory); where that click's mask is again a nucleus, lies inside the propagated
+mask (at least :data:`LEAK_COVER` of it), is not much smaller than the seed (:data:`LEAK_SEED_SHARE`),
+and the propagated mask is more than :data:`LEAK_RATIO` times its size, the propagated
+mask has leaked and the click's mask (and memory) replaces it (:func:`reanchor_nuclei`).
+
 ``propagate`` is a generator: the caller shows progress per frame and cancels by no longer
 iterating (the frames done so far stay done). To correct frame ``k`` and re-propagate, call it
 again with ``start=k`` and the corrected result: only frames after ``k`` (in the chosen
@@ -24,7 +32,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 from scipy import ndimage
 
-from .connected import bounding_box, cut_at_negatives
+from .connected import NUCLEUS, bounding_box, cut_at_negatives
 from .prompts import ObjectPrompt
 from .result import Segmentation
 
@@ -34,6 +42,13 @@ if TYPE_CHECKING:
 DIRECTIONS = ("forward", "backward", "both")
 #: ``max_step="auto"``: an object's outline moves at most this share of its radius per frame
 AUTO_STEP_FRACTION = 0.3
+#: a propagated nucleus more than this many times the size of the mask one click at its centre
+#: gives has leaked into its surroundings (:func:`reanchor_nuclei`)
+LEAK_RATIO = 1.3
+#: ... when that click's mask lies inside it at least this much
+LEAK_COVER = 0.9
+#: ... and is at least this share of the seed's area (not a fragment of the nucleus)
+LEAK_SEED_SHARE = 0.75
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -100,6 +115,10 @@ def propagate(
     if tuple(seeds.shape) != frame_shape:
         raise ValueError(f"seed masks have shape {seeds.shape}, frames are {frame_shape}")
     yield start, seeds
+    # each object's class and area where it started: what re-anchoring a nucleus compares with
+    seed_ids = seeds.object_ids
+    started = {int(i): (name, float(area)) for i, name, area in zip(seed_ids, seeds.class_names, seeds.areas())}
+    reanchor = segmenter.connected_objects and segmenter.shape_priors
     for run in runs:
         active = seeds
         for index in run:
@@ -107,6 +126,8 @@ def propagate(
             nxt = _step(segmenter, active)
             if max_step is not None and segmenter.connected_objects:
                 limit_motion(nxt, active, lambda k: segmenter.mask_probabilities(nxt, k), max_step)
+            if reanchor:
+                reanchor_nuclei(segmenter, nxt, started)
             keep = [
                 k for k in range(len(nxt))
                 if nxt.masks[k].any()
@@ -127,6 +148,45 @@ def _step(segmenter: "Segmenter", active: Segmentation) -> Segmentation:
     result = segmenter.predict(prompts, previous=active if memory_fits else None)
     result.object_ids = active.object_ids.copy()
     return result
+
+
+def deepest_pixel(mask: np.ndarray) -> tuple[int, int]:
+    """The pixel of ``mask`` farthest from its outline (inside it, also when it is not convex)."""
+    box = bounding_box(mask)
+    depth = ndimage.distance_transform_edt(np.pad(mask[box], 1))[1:-1, 1:-1]
+    r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return int(r + box[0].start), int(c + box[1].start)
+
+
+def reanchor_nuclei(segmenter: "Segmenter", result: Segmentation,
+                    started: dict[int, tuple[str, float]]) -> list[int]:
+    """Replace, in place, the masks of ``result`` (on the segmenter's current image) that started
+    as nuclei and have leaked beyond their nucleus by the mask of one click at their deepest
+    pixel (see the module docstring); ``started``: object id -> (seed class name, seed area).
+    Returns the positions of the replaced objects."""
+    candidates = [k for k in range(len(result))
+                  if result.masks[k].any() and started.get(int(result.object_ids[k]), ("", 0.0))[0] == NUCLEUS]
+    if not candidates:
+        return []
+    clicks = segmenter.predict([ObjectPrompt(points=[deepest_pixel(result.masks[k])]) for k in candidates])
+    memory = result.memory
+    replaced = []
+    for j, k in enumerate(candidates):
+        click = clicks.masks[j]
+        area = float(click.sum())
+        seed_area = started[int(result.object_ids[k])][1]
+        if (clicks.class_names[j] != NUCLEUS or area == 0 or area < LEAK_SEED_SHARE * seed_area
+                or result.masks[k].sum() <= LEAK_RATIO * area
+                or np.logical_and(click, result.masks[k]).sum() < LEAK_COVER * area):
+            continue
+        result.masks[k] = click
+        result.scores[k] = clicks.scores[j]
+        result.class_names[k] = clicks.class_names[j]
+        result.class_scores[k] = clicks.class_scores[j]
+        if memory is not None and clicks.memory is not None:
+            memory[k] = clicks.memory[j]
+        replaced.append(k)
+    return replaced
 
 
 def limit_motion(result: Segmentation, previous: Segmentation, probability: Callable[[int], np.ndarray],

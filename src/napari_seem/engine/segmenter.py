@@ -118,7 +118,10 @@ class Segmenter:
             mask: a nucleus is convex; one named ``cell`` grows so within 30 degrees of the
             click's direction: a cell is star-shaped around where it was clicked
             (:func:`napari_seem.engine.connected.cut_beyond_negative_clicks`,
-            :func:`napari_seem.engine.connected.grow_toward_positive_clicks`).
+            :func:`napari_seem.engine.connected.grow_toward_positive_clicks`); and a nucleus
+            keeps its size through propagation: one that has crept into the cytoplasm around
+            it is decoded again from a click at its centre
+            (:func:`napari_seem.engine.propagate.reanchor_nuclei`).
     """
 
     def __init__(
