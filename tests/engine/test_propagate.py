@@ -275,3 +275,36 @@ def test_a_nucleus_that_leaked_into_its_cell_is_reanchored_from_a_click():
     grown = {4: ("nucleus", float(leaked.sum()))}
     assert reanchor_nuclei(_ClickSegmenter(leaked), fresh(), grown) == []   # no larger than the click's
     assert reanchor_nuclei(seg, fresh(), {}) == []                        # no seed class known
+
+
+def test_hold_shrinking_keeps_the_previous_pixels_that_are_still_likely():
+    from napari_seem.engine.propagate import hold_shrinking
+
+    shape = (40, 60)
+    old = _disk(shape, (20, 20), 8)
+    shrunk = _disk(shape, (20, 20), 5)
+    prob = np.where(_disk(shape, (20, 20), 7), 0.3, 0.05)      # a faded memory: likely to r = 7
+    prob[shrunk] = 0.9
+    grown = _disk(shape, (20, 20), 9)
+    result = _objects(np.stack([shrunk, grown, np.zeros(shape, bool)]))
+    previous = _objects(np.stack([old, old, old]))
+    assert hold_shrinking(result, previous, lambda k: prob, level=0.1) == [0]
+    np.testing.assert_array_equal(result.masks[0], _disk(shape, (20, 20), 7))   # back to r = 7, no further
+    np.testing.assert_array_equal(result.masks[1], grown)                       # did not shrink: as it was
+    assert not result.masks[2].any()                                            # gone stays gone
+    result = _objects(shrunk[None].copy())
+    assert hold_shrinking(result, previous.select([0]), lambda k: prob, level=0.5) == []
+    np.testing.assert_array_equal(result.masks[0], shrunk)
+
+
+def test_propagation_holds_only_when_asked(tiny_segmenter, movie):
+    seeds = _seeds(tiny_segmenter, movie[0])
+    off = [r.masks for _, r in tiny_segmenter.propagate(movie, 0, seeds, stop_iou=0.0, min_score=0.0)]
+    on = [r.masks for _, r in tiny_segmenter.propagate(movie, 0, seeds, stop_iou=0.0, min_score=0.0,
+                                                       hold_probability=0.1)]
+    # frame 1 (both from the same seeds): the hold only adds back seed pixels
+    assert (on[1] >= off[1]).all() and (on[1] <= (off[1] | seeds.masks)).all()
+    assert any(not np.array_equal(a, b) for a, b in zip(on, off))
+    for bad in (0, 1, -0.1, "0.1"):
+        with pytest.raises(ValueError, match="hold_probability"):
+            list(tiny_segmenter.propagate(movie, 0, seeds, hold_probability=bad))

@@ -81,8 +81,9 @@ class FakeSegmenter:
         masks, n = ndimage.label(self.image > self.image.mean())
         return self._result([masks == i for i in range(1, n + 1)], ["cell"] * n)
 
-    def propagate(self, frames, start, seeds, direction="forward", stop=None):
-        self.calls.append(("propagate", {"n": len(frames), "start": start, "direction": direction}))
+    def propagate(self, frames, start, seeds, direction="forward", stop=None, hold_probability=None):
+        self.calls.append(("propagate", {"n": len(frames), "start": start, "direction": direction,
+                                         "hold_probability": hold_probability}))
         order = {"forward": range(start + 1, len(frames)), "backward": range(start - 1, -1, -1),
                  "both": [*range(start + 1, len(frames)), *range(start - 1, -1, -1)]}[direction]
         for index in order:

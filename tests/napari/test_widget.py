@@ -179,6 +179,25 @@ def _timelapse(n=10):
     return blobs(leading=(n,))
 
 
+@pytest.mark.parametrize("label, hold", [("t", 0.1), ("Time", 0.1), ("z", None), ("0", None)])
+def test_propagation_holds_shrinking_masks_along_a_time_axis_only(setup, qtbot, label, hold):
+    """A time-lapse's objects keep their previous pixels where still likely (hysteresis); a
+    z-stack's sections really shrink toward an object's top and bottom, and an unnamed axis may be
+    either: the engine's ``hold_probability`` is passed for an axis labelled as time only."""
+    viewer, widget = setup(image=_timelapse(4), segmenter=FakeSegmenter())
+    viewer.dims.axis_labels = (label, "y", "x")
+    points = viewer.add_points([[1, 20, 20]], size=1)
+    widget.points_combo.setCurrentText(points.name)
+    viewer.dims.set_point(0, 1)
+    widget.segment()
+    _wait(qtbot, widget)
+    widget.direction_combo.setCurrentText("forward")
+    widget.propagate()
+    _wait(qtbot, widget)
+    calls = [kwargs for name, kwargs in widget.segmenter.calls if name == "propagate"]
+    assert len(calls) == 1 and calls[0]["hold_probability"] == hold
+
+
 def test_propagation_cancel_keeps_finished_frames(setup, qtbot):
     viewer, widget = setup(image=_timelapse(10), segmenter=FakeSegmenter(delay=0.15))
     points = viewer.add_points([[2, 20, 20]], size=1)

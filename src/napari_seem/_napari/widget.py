@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..engine.image import MAX_SCALE
+from ..engine.propagate import HOLD_PROBABILITY, TIME_AXIS_LABELS
 from ..engine.result import Segmentation
 from ..engine.tiles import DEFAULT_OVERLAP
 from . import layers as L
@@ -802,9 +803,16 @@ class SeemWidget(QWidget):
         def frames() -> np.ndarray:
             return L.frame_stack(image, plane, axis, lo, hi + 1)
 
+        hold = HOLD_PROBABILITY if self._is_time_axis(axis) else None  # a z-stack's sections do shrink
         self._remember(output, action="propagate", axis=axis, direction=direction, range=[lo, hi])
-        self._run(workers.propagate, (seg, frames, cur - lo, seeds, direction),
+        self._run(workers.propagate, (seg, frames, cur - lo, seeds, direction, hold),
                   desc=f"Propagating {direction}", on_yield=write, total=total)
+
+    def _is_time_axis(self, axis: int) -> bool:
+        """Whether leading axis ``axis`` of the image is labelled as time in the viewer (``t``, ``time``)."""
+        labels = list(self.viewer.dims.axis_labels)
+        position = len(labels) - len(L.spatial_shape(self.image_layer())) + axis
+        return 0 <= position < len(labels) and str(labels[position]).strip().lower() in TIME_AXIS_LABELS
 
     def set_reference(self) -> None:
         """Use the selected label of the output layer (viewed plane) as the referring example."""

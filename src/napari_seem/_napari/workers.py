@@ -69,10 +69,12 @@ def propagate(
     start: int,
     seeds: Segmentation,
     direction: str,
+    hold_probability: float | None = None,
 ) -> Iterator[tuple[int, Segmentation]]:
     """Yield ``(frame_index, result)`` for each frame the engine propagates the seeds to."""
     frames = read_frames()
-    for index, result in segmenter.propagate(frames, start=start, seeds=seeds, direction=direction):
+    for index, result in segmenter.propagate(frames, start=start, seeds=seeds, direction=direction,
+                                             hold_probability=hold_probability):
         yield int(index), result
 
 

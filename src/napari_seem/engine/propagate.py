@@ -12,6 +12,14 @@ mask are a leak into a neighbour, not the object; they are cut off like a negati
 watershed on the mask's confidence, from the previous mask's core and the far parts). By default
 ``max_step`` is 30 % of the object's radius (at least 2 px); ``max_step=None`` switches it off.
 
+Hysteresis, for time-lapses (``hold_probability``, with the region rules): an object's memory
+fades a little on each frame, and its mask would shrink frame by frame. So where the new mask is
+smaller than the previous one, the previous mask's pixels whose probability on the new frame is
+still above ``hold_probability`` (:data:`HOLD_PROBABILITY` = 0.1 for a time axis) stay in the
+object (:func:`hold_shrinking`). Off by default: through a z-stack, sections do shrink quickly
+toward an object's top and bottom, and holding them there makes masks too large (the napari
+widget turns it on for an axis labelled ``t`` or ``time``).
+
 Nuclei keep their size (with the segmenter's ``shape_priors`` too): frame by frame, the memory of
 a nucleus can creep into the cytoplasm around it until its mask covers much of its cell. So each
 frame, every object that started as a ``nucleus`` is decoded again from one click at its mask's
@@ -40,8 +48,13 @@ if TYPE_CHECKING:
     from .segmenter import Segmenter
 
 DIRECTIONS = ("forward", "backward", "both")
+#: axis labels that name a time axis (napari ``dims.axis_labels``, lower case)
+TIME_AXIS_LABELS = ("t", "time", "frame", "frames")
 #: ``max_step="auto"``: an object's outline moves at most this share of its radius per frame
 AUTO_STEP_FRACTION = 0.3
+#: time-lapses: where a propagated mask shrinks, the previous mask's pixels more likely than this
+#: stay (:func:`hold_shrinking`)
+HOLD_PROBABILITY = 0.1
 #: a propagated nucleus more than this many times the size of the mask one click at its centre
 #: gives has leaked into its surroundings (:func:`reanchor_nuclei`)
 LEAK_RATIO = 1.3
@@ -85,6 +98,7 @@ def propagate(
     stop_iou: float = 0.1,
     min_score: float = 0.3,
     max_step: float | str | None = "auto",
+    hold_probability: float | None = None,
     normalize="auto",
     channel: int | None = None,
 ) -> Iterator[tuple[int, Segmentation]]:
@@ -103,10 +117,16 @@ def propagate(
         max_step: motion limit in pixels per frame (see the module docstring); ``"auto"``: 30 %
             of each object's radius, at least 2 px; None: off. Applies only with the segmenter's
             region rules (``connected_objects``).
+        hold_probability: where an object's new mask is smaller than its previous one, the
+            previous pixels still more likely than this stay in it (see the module docstring;
+            :data:`HOLD_PROBABILITY` for time-lapses); None (default): off, as for z-stacks. Only
+            with the region rules.
         normalize, channel: image handling for every frame (as in ``set_image``).
     """
     if max_step is not None and max_step != "auto" and not (isinstance(max_step, (int, float)) and max_step >= 0):
         raise ValueError(f"max_step must be 'auto', None or a distance in pixels >= 0, got {max_step!r}")
+    if hold_probability is not None and not (isinstance(hold_probability, (int, float)) and 0 < hold_probability < 1):
+        raise ValueError(f"hold_probability must be None or a probability between 0 and 1, got {hold_probability!r}")
     n_frames = len(frames)
     runs = frame_order(n_frames, start, direction, frame_range)
     frame_shape = tuple(np.shape(frames[start]))[:2]
@@ -126,6 +146,8 @@ def propagate(
             nxt = _step(segmenter, active)
             if max_step is not None and segmenter.connected_objects:
                 limit_motion(nxt, active, lambda k: segmenter.mask_probabilities(nxt, k), max_step)
+            if hold_probability is not None and segmenter.connected_objects:
+                hold_shrinking(nxt, active, lambda k: segmenter.mask_probabilities(nxt, k), hold_probability)
             if reanchor:
                 reanchor_nuclei(segmenter, nxt, started)
             keep = [
@@ -148,6 +170,24 @@ def _step(segmenter: "Segmenter", active: Segmentation) -> Segmentation:
     result = segmenter.predict(prompts, previous=active if memory_fits else None)
     result.object_ids = active.object_ids.copy()
     return result
+
+
+def hold_shrinking(result: Segmentation, previous: Segmentation, probability: Callable[[int], np.ndarray],
+                   level: float = HOLD_PROBABILITY) -> list[int]:
+    """Where an object's mask in ``result`` is smaller than in ``previous``, add back, in place,
+    the previous mask's pixels whose probability (``probability(k)``: ``[H, W]``) is above
+    ``level``. Returns the positions of the objects that got pixels back."""
+    held = []
+    for k, (new, old) in enumerate(zip(result.masks, previous.masks)):
+        if not new.any() or new.sum() >= old.sum():
+            continue
+        box = bounding_box(old)
+        back = old[box] & ~new[box]
+        back &= probability(k)[box] > level
+        if back.any():
+            result.masks[k][box] |= back
+            held.append(k)
+    return held
 
 
 def deepest_pixel(mask: np.ndarray) -> tuple[int, int]:

@@ -21,7 +21,8 @@ Protocol (all images 256 x 256 unless ``shape`` says otherwise, seeds below
 * ``automatic``: ``segment_everything()``; objects matched to visible true instances at IoU >= 0.5;
   share of matched objects with the right class name.
 * ``propagation``: per time-lapse (20 frames), a click on the largest nucleus and on the largest
-  cell present in all frames, propagated forward; mean IoU over frames 1..19 (a lost object counts
+  cell present in all frames, propagated forward (as along a time axis: with the engine's
+  ``hold_probability``, as the napari widget does for an axis labelled ``t``); mean IoU over frames 1..19 (a lost object counts
   0); identity kept when the object keeps its id with IoU >= 0.5 on every frame.
 * ``propagation_corrected`` (diagnostic, ``corrected_propagation=True``): the same, after the first
   frame was corrected as in ``noc85`` (clicks until IoU >= 0.85, max 20), which separates what
@@ -35,6 +36,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ..engine import ObjectPrompt, Segmenter
+from ..engine.propagate import HOLD_PROBABILITY
 from ..synthetic import make_image, make_sequence, object_centre
 from .clicks import next_click
 from .data import VOCABULARY
@@ -246,7 +248,7 @@ def _propagation(seg: Segmenter, seed: int, class_name: str, max_clicks: int = 0
         first = _correct(seg, maps[0] == obj_id, point, first, max_clicks)[1]
     first.object_ids = np.array([obj_id])
     ious = []
-    for frame, result in seg.propagate(seq.image, 0, first):
+    for frame, result in seg.propagate(seq.image, 0, first, hold_probability=HOLD_PROBABILITY):  # a time axis
         if frame > 0:
             same = len(result) and result.object_ids[0] == obj_id
             ious.append(iou(result.masks[0], maps[frame] == obj_id) if same else 0.0)
