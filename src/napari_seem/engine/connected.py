@@ -224,6 +224,15 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, slice]:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
+def deepest_pixel(mask: np.ndarray) -> tuple[int, int]:
+    """The pixel of a non-empty ``mask`` farthest from its outline (inside it, also when it is not
+    convex)."""
+    box = bounding_box(mask)
+    depth = ndimage.distance_transform_edt(np.pad(mask[box], 1))[1:-1, 1:-1]
+    r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return int(r + box[0].start), int(c + box[1].start)
+
+
 def cut_at_negatives(mask: np.ndarray, prob: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
     """Remove the part of ``mask`` that a negative prompt falls in.
 

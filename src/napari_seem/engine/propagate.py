@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 from scipy import ndimage
 
-from .connected import NUCLEUS, bounding_box, cut_at_negatives
+from .connected import NUCLEUS, bounding_box, cut_at_negatives, deepest_pixel
 from .prompts import ObjectPrompt
 from .result import Segmentation
 
@@ -144,10 +144,11 @@ def propagate(
         for index in run:
             segmenter.set_image(np.asarray(frames[index]), normalize=normalize, channel=channel)
             nxt = _step(segmenter, active)
+            probability = _probabilities(segmenter, nxt)
             if max_step is not None and segmenter.connected_objects:
-                limit_motion(nxt, active, lambda k: segmenter.mask_probabilities(nxt, k), max_step)
+                limit_motion(nxt, active, probability, max_step)
             if hold_probability is not None and segmenter.connected_objects:
-                hold_shrinking(nxt, active, lambda k: segmenter.mask_probabilities(nxt, k), hold_probability)
+                hold_shrinking(nxt, active, probability, hold_probability)
             if reanchor:
                 reanchor_nuclei(segmenter, nxt, started)
             keep = [
@@ -172,6 +173,19 @@ def _step(segmenter: "Segmenter", active: Segmentation) -> Segmentation:
     return result
 
 
+def _probabilities(segmenter: "Segmenter", result: Segmentation) -> Callable[[int], np.ndarray]:
+    """``k -> [H, W]`` mask probability of object ``k`` of ``result``, each computed once (the
+    motion limit and the hold may both need it; neither changes the logits)."""
+    done: dict[int, np.ndarray] = {}
+
+    def probability(k: int) -> np.ndarray:
+        if k not in done:
+            done[k] = segmenter.mask_probabilities(result, k)
+        return done[k]
+
+    return probability
+
+
 def hold_shrinking(result: Segmentation, previous: Segmentation, probability: Callable[[int], np.ndarray],
                    level: float = HOLD_PROBABILITY) -> list[int]:
     """Where an object's mask in ``result`` is smaller than in ``previous``, add back, in place,
@@ -188,14 +202,6 @@ def hold_shrinking(result: Segmentation, previous: Segmentation, probability: Ca
             result.masks[k][box] |= back
             held.append(k)
     return held
-
-
-def deepest_pixel(mask: np.ndarray) -> tuple[int, int]:
-    """The pixel of ``mask`` farthest from its outline (inside it, also when it is not convex)."""
-    box = bounding_box(mask)
-    depth = ndimage.distance_transform_edt(np.pad(mask[box], 1))[1:-1, 1:-1]
-    r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return int(r + box[0].start), int(c + box[1].start)
 
 
 def reanchor_nuclei(segmenter: "Segmenter", result: Segmentation,

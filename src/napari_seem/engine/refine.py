@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from scipy.special import expit
 
-from .connected import CELL, cut_at_foreign_nuclei, keep_prompted_regions
+from .connected import CELL, cut_at_foreign_nuclei, deepest_pixel, keep_prompted_regions
 from .device import inference_context
 from .image import logits_to_original
 from .prompts import click_squares
@@ -127,9 +127,8 @@ def _inner_point(positions: np.ndarray, box: tuple[slice, slice], value: int,
                  slice(box[1].start - grown[1].start, box[1].stop - grown[1].start))
         free = (positions[box] == value) & ~near[inner]
         if free.any():
-            depth = ndimage.distance_transform_edt(np.pad(free, 1))[1:-1, 1:-1]
-            r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
-            return int(r + box[0].start), int(c + box[1].start)
+            r, c = deepest_pixel(free)
+            return r + box[0].start, c + box[1].start
     rows, cols = np.nonzero(positions[box] == value)
     k = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
     return int(rows[k] + box[0].start), int(cols[k] + box[1].start)
