@@ -14,6 +14,7 @@ from napari_seem.engine.connected import (
     split_between_nuclei,
     split_label_regions,
     split_regions,
+    split_touching_cells,
 )
 from napari_seem.synthetic import make_image
 
@@ -608,3 +609,78 @@ def test_a_cell_grows_toward_a_positive_click_in_a_sector(tiny_model, monkeypatc
         calls.clear()
         seg.predict(ObjectPrompt(points=[(48, 60), (30, 80)]))
         assert calls == expected, (vocabulary, priors)
+
+
+def _two_touching_cells(shape=(60, 80)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two discs (radius 14 at (30, 24), radius 10 at (30, 50)) that overlap in a narrow neck."""
+    rows, cols = np.ogrid[:shape[0], :shape[1]]
+    big = (rows - 30) ** 2 + (cols - 24) ** 2 <= 14 ** 2
+    small = (rows - 30) ** 2 + (cols - 50) ** 2 <= 10 ** 2
+    neck = (abs(rows - 30) <= 2) & (cols >= 36) & (cols <= 42)
+    return big | small | neck, big, small
+
+
+def test_a_cell_mask_over_a_touching_neighbour_keeps_the_clicked_blob():
+    mask, big, small = _two_touching_cells()
+    no_prompt = np.zeros_like(mask)
+    kept = split_touching_cells(mask, np.array([[30.0, 50.0]]), no_prompt, min_area=50)
+    assert kept[30, 50] and not kept[30, 24] and (kept <= mask).all()
+    assert (kept & small).sum() == small.sum() and (kept & big).sum() < 0.05 * big.sum()
+    kept = split_touching_cells(mask, np.array([[25.0, 20.0]]), no_prompt, min_area=50)
+    assert kept[30, 24] and not kept[30, 50] and (kept & big).sum() == big.sum()
+    # clicks on both keep both; so does a neighbour smaller than min_area
+    assert np.array_equal(split_touching_cells(mask, np.array([[30.0, 24.0], [30.0, 50.0]]), no_prompt, min_area=50), mask)
+    assert np.array_equal(split_touching_cells(mask, np.array([[30.0, 24.0]]), no_prompt, min_area=400), mask)
+
+
+def test_without_clicks_the_blobs_mostly_inside_the_prompt_stay():
+    """A mask prompt (propagation: the previous frame's mask) keeps the blobs it mostly covers,
+    read at the prompt's coarser resolution."""
+    mask, big, small = _two_touching_cells()
+    prompt = big[::4, ::4]                                      # the model's grid
+    kept = split_touching_cells(mask, np.zeros((0, 2)), prompt, min_area=50)
+    assert kept[30, 24] and not kept[30, 50]
+    # a prompt covering neither blob by half keeps the one it overlaps most
+    corner = np.zeros_like(mask)
+    corner[28:33, 45:50] = True
+    kept = split_touching_cells(mask, np.zeros((0, 2)), corner, min_area=50)
+    assert kept[30, 50] and not kept[30, 24]
+
+
+def test_a_mask_without_a_neck_or_cut_by_the_image_edge_stays_whole():
+    rows, cols = np.ogrid[:60, :80]
+    ellipse = ((rows - 30) / 12.0) ** 2 + ((cols - 40) / 25.0) ** 2 <= 1
+    assert np.array_equal(split_touching_cells(ellipse, np.array([[30.0, 20.0]]), ellipse, min_area=50), ellipse)
+    # a disc cut by the image's edge: the edge is not the cell's outline, the cell goes on beyond it
+    # (with the edge as outline its depth would have two peaks, one in each lobe)
+    lobes = (((rows - 30) ** 2 + (cols - 20) ** 2 <= 15 ** 2) | ((rows - 30) ** 2 + (cols - 44) ** 2 <= 15 ** 2))
+    edge = lobes[22:, :]                                        # the image's top edge cuts both lobes
+    assert np.array_equal(split_touching_cells(edge, np.array([[3.0, 20.0]]), np.zeros_like(edge), min_area=50), edge)
+    # a separate piece of the mask (kept by an earlier rule) is left alone
+    mask, big, small = _two_touching_cells()
+    piece = np.zeros_like(mask)
+    piece[2:6, 70:76] = True
+    kept = split_touching_cells(mask | piece, np.array([[3.0, 72.0]]), np.zeros_like(mask), min_area=50)
+    assert np.array_equal(kept, mask | piece)
+
+
+def test_only_prompted_cells_with_shape_priors_are_split_at_a_neck(tiny_model, monkeypatch):
+    import napari_seem.engine.segmenter as segmenter_module
+
+    calls = []
+    real = segmenter_module.split_touching_cells
+    monkeypatch.setattr(segmenter_module, "split_touching_cells",
+                        lambda mask, clicks, prompt, **kw: calls.append((clicks, prompt.shape, kw)) or real(mask, clicks, prompt, **kw))
+    image = make_image((96, 120), seed=3).image
+    for vocabulary, priors, expected in ((["cell"], True, 1), (["cell"], False, 0), (["nucleus"], True, 0)):
+        seg = Segmenter(tiny_model, device="cpu", short_side=None, vocabulary=vocabulary, text_cache_dir=None,
+                        shape_priors=priors, cells_hold_one_nucleus=False)
+        seg.set_image(image)
+        calls.clear()
+        result = seg.predict(ObjectPrompt(points=[(48, 60), (10, 10)], point_labels=[1, 0]))
+        assert result.masks[0].any()   # the rule only looks at non-empty masks
+        assert len(calls) == expected, (vocabulary, priors)
+        if expected:
+            clicks, prompt_shape, kw = calls[0]
+            np.testing.assert_array_equal(clicks, [[48, 60]])          # positive clicks only
+            assert kw["min_area"] == pytest.approx(150.0) and kw["max_neck"] == 0.7   # model at the image's size

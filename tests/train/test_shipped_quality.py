@@ -201,6 +201,17 @@ def test_a_propagated_nucleus_does_not_creep_into_its_cell(shipped, seed):
     assert not kept   # the rule is what keeps it
 
 
+def test_a_clicked_cell_does_not_take_its_touching_neighbour(shipped):
+    """Held-out time-lapse 10007: the click on the largest cell of frame 0 gives a mask over it and
+    the cell touching it (IoU 0.48 with the cell; a neck joins the two), and propagation carries
+    both. Split at the neck (``split_touching_cells``, with ``shape_priors``): IoU 0.83, and the
+    cell is followed through all 20 frames (measured mean 0.75, min 0.64; before: 0.42, min 0.33)."""
+    ious, kept = _propagation(make_segmenter(shipped), 10007, "cell")
+    assert kept and np.mean(ious) >= 0.65, np.round(ious, 2)
+    ious, kept = _propagation(make_segmenter(shipped, shape_priors=False), 10007, "cell")
+    assert not kept   # the rule is what keeps it
+
+
 def test_corrective_clicks_and_the_corrected_propagation_diagnostic(shipped):
     """``_correct`` stops at 85 % IoU (or returns the last result after ``max_clicks``);
     ``evaluate(corrected_propagation=True)`` propagates from that corrected first frame."""
@@ -348,15 +359,17 @@ def test_an_image_of_any_size_segments_as_well_as_the_training_sizes(shipped):
 
 def test_an_image_smaller_than_the_training_images_is_padded_up_to_their_size(shipped):
     """The model learnt object sizes on a 192-256 px canvas; a smaller image is padded (by
-    replication) to 256 px (``INPUT.MIN_PADDED_SIZE``). Held-out images 0-5 at 160 x 160, measured:
-    single click 0.748 / 0.706 and text 0.682, against 0.717 / 0.658 and 0.623 unpadded (60 images:
-    0.778 / 0.749 and 0.729 against 0.701 / 0.651 and 0.569)."""
+    replication) to 256 px (``INPUT.MIN_PADDED_SIZE``). Held-out images 0-9 at 160 x 160, measured:
+    single click 0.758 / 0.757 and text 0.720, against 0.730 / 0.722 and 0.670 unpadded (60 images:
+    0.778 / 0.749 and 0.729 against 0.701 / 0.651 and 0.569). Images 0-5 alone, which this test
+    used until the split of cells at a neck lifted the unpadded cells there from 0.658 to 0.686,
+    leave padding only 0.019 ahead on cells: too few cells to measure a 0.02 gain."""
     shape = (160, 160)
     assert shipped.min_padded_size == 256
-    padded = click_ious(shipped, n_images=6, shape=shape), text_iou(shipped, n_images=6, shape=shape)
+    padded = click_ious(shipped, n_images=10, shape=shape), text_iou(shipped, n_images=10, shape=shape)
     shipped.min_padded_size = 0
     try:
-        unpadded = click_ious(shipped, n_images=6, shape=shape), text_iou(shipped, n_images=6, shape=shape)
+        unpadded = click_ious(shipped, n_images=10, shape=shape), text_iou(shipped, n_images=10, shape=shape)
     finally:
         shipped.min_padded_size = 256
     for name in CLICK_FLOOR:

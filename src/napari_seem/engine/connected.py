@@ -36,7 +36,13 @@ that look alike elsewhere in the image (many nuclei look the same). The engine t
   positive prompt marks, besides the one nearest to the prompt, belong to neighbouring cells the
   mask leaked into; the part of the mask reached first from them (seeded watershed on the mask's
   confidence, as for a negative click) is cut off. A positive click on a second nucleus keeps it
-  (a cell with two nuclei).
+  (a cell with two nuclei);
+* splits, per prompted object named ``cell``, its mask at a **neck**: a mask that has spread over
+  a touching neighbour is two blobs joined where the mask narrows (peaks of its distance
+  transform, a watershed between them, a border less deep than 0.7 of the smaller blob's depth);
+  the blobs holding a positive click stay, or, for a mask prompt (propagation), those lying mostly
+  inside it (``split_touching_cells``). Nuclei or not: a neighbour without a nucleus of its own
+  is cut off too.
 
 Regions are 8-connected. Objects that really consist of separate pieces can keep them all: prompt
 each piece (a click on each), or switch the rules off (``Segmenter(connected_objects=False)``).
@@ -57,6 +63,12 @@ CELL_GROWTH_HALF_ANGLE = 30.0
 #: the class names of the rules that give a cell one nucleus (``cut_at_foreign_nuclei``,
 #: ``split_between_nuclei``; ``Segmenter(cells_hold_one_nucleus=...)``)
 CELL, NUCLEUS = "cell", "nucleus"
+#: smallest part of a cell's mask, in pixels at model resolution, that ``split_touching_cells``
+#: takes for a touching neighbour
+NECK_MIN_AREA = 150.0
+#: a cell's mask splits between two blobs where the border between them is shallower than this
+#: share of the smaller blob's depth (``split_touching_cells``)
+NECK_RATIO = 0.7
 
 
 def keep_prompted_regions(mask: np.ndarray, prompt: np.ndarray) -> np.ndarray:
@@ -510,3 +522,102 @@ def _distance_to_mask(mask: np.ndarray, pieces: np.ndarray, k: int, box: tuple[s
             if nearest <= reach or whole:
                 return nearest
         reach *= 2
+
+
+def split_touching_cells(mask: np.ndarray, clicks: np.ndarray, prompt: np.ndarray, min_area: float = 150.0,
+                         min_depth: float = 1.5, max_neck: float = 0.7) -> np.ndarray:
+    """The part of a cell's mask that is the prompted cell, where the mask has spread over a
+    touching neighbour: two cells side by side make a mask with a neck between two blobs.
+
+    The mask's distance transform (its holes filled, and the image's edge not taken for an
+    outline) has one peak per blob (maxima at least ``min_depth`` px above their surroundings,
+    ``h_maxima``; each positive click marks its own blob too); a watershed of the negated
+    distance from them divides the mask into blobs, and two touching blobs stay one where the
+    mask is wide between them: where the deepest pixel of their common border is at least
+    ``max_neck`` times the smaller blob's own depth, or either blob is under ``min_area``
+    pixels. The blobs kept are those holding a positive click, else (a mask prompt, as in
+    propagation) those lying mostly inside the prompt, else the one that overlaps it most; only
+    blobs that touch a kept one leave the mask (a separate piece, kept by the rules before,
+    stays).
+
+    Args:
+        mask: ``[H, W]`` bool mask of an object named as a cell.
+        clicks: ``[K, 2]`` (row, col) positive clicks on the mask's image (may be empty).
+        prompt: ``[h, w]`` bool positive prompt region at any resolution (e.g. the model's).
+        min_area: smallest blob (pixels of ``mask``) that can be another cell.
+
+    Returns:
+        ``[H, W]`` bool, a subset of ``mask``; ``mask`` itself when it has no neck.
+    """
+    from skimage.morphology import h_maxima
+
+    if not mask.any():
+        return mask
+    box = _expanded(bounding_box(mask), 1, mask.shape)
+    inside = mask[box]
+    # the image's edge is not the cell's outline: a cell cut by it goes on beyond it, as its
+    # mirror image (the box keeps a background margin on its other sides), and a notch of the mask
+    # that opens onto the image's edge is a hole; a hole in a cell's mask is no outline either
+    pad = max(inside.shape)
+    widths = [(pad * (b.start == 0), pad * (b.stop == n)) for b, n in zip(box, mask.shape)]
+    window = tuple(slice(w[0], w[0] + size) for w, size in zip(widths, inside.shape))
+    mirrored = ndimage.binary_fill_holes(np.pad(inside, widths, mode="symmetric"))
+    depth = ndimage.distance_transform_edt(np.pad(mirrored, 1))[1:-1, 1:-1][window]
+    filled = mirrored[window]
+    peaks, n = ndimage.label(h_maxima(depth, min_depth), structure=_EIGHT_CONNECTED)
+    clicks = np.asarray(clicks, dtype=float).reshape(-1, 2)
+    rows, cols = inside.shape
+    for r, c in np.round(clicks).astype(int) - (box[0].start, box[1].start):
+        if 0 <= r < rows and 0 <= c < cols and filled[r, c] and not peaks[r, c]:
+            n += 1  # a click marks its cell's own blob, also where that blob has no peak of its own
+            peaks[r, c] = n
+    if n < 2:
+        return mask
+    blobs = watershed(-depth, peaks, mask=filled, connectivity=2)
+    index = np.arange(1, n + 1)
+    own_depth = np.concatenate([[0.0], ndimage.maximum(depth, blobs, index)])
+    area = np.concatenate([[0.0], ndimage.sum(filled, blobs, index)])
+    neck: dict[tuple[int, int], float] = {}  # deepest pixel of the border between two blobs
+    for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a = blobs[:rows - dr, max(0, -dc):cols - max(0, dc)]
+        b = blobs[dr:, max(0, dc):cols + min(0, dc) or None]
+        da = depth[:rows - dr, max(0, -dc):cols - max(0, dc)]
+        db = depth[dr:, max(0, dc):cols + min(0, dc) or None]
+        border = (a > 0) & (b > 0) & (a != b)
+        for x, y, d in zip(a[border], b[border], np.minimum(da[border], db[border])):
+            key = (min(x, y), max(x, y))
+            neck[key] = max(neck.get(key, 0.0), float(d))
+    parent = np.arange(n + 1)
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for (x, y), d in neck.items():
+        if d >= max_neck * min(own_depth[x], own_depth[y]) or min(area[x], area[y]) < min_area:
+            parent[root(x)] = root(y)
+    groups = np.array([0] + [root(k) for k in index])[blobs]
+    kept: set[int] = set()
+    for r, c in np.round(clicks).astype(int):
+        r, c = r - box[0].start, c - box[1].start
+        if 0 <= r < rows and 0 <= c < cols and groups[r, c]:
+            kept.add(int(groups[r, c]))
+    if not kept:
+        marked = resample_nearest(prompt, mask.shape)[box] & inside
+        ids = np.unique(groups[inside])
+        ids = ids[ids > 0]  # 0: a piece too thin for a peak, left alone below
+        if not len(ids):
+            return mask
+        overlap = np.array([(marked & (groups == g)).sum() for g in ids])
+        size = np.array([(groups == g).sum() for g in ids])
+        kept = {int(g) for g, o, s in zip(ids, overlap, size) if o > 0.5 * s} or {int(ids[int(np.argmax(overlap))])}
+    pieces, _ = ndimage.label(inside, structure=_EIGHT_CONNECTED)  # other pieces stay as they are
+    touched = np.unique(pieces[np.isin(groups, list(kept))])
+    dropped = ~np.isin(groups, list(kept)) & np.isin(pieces, touched) & inside
+    if not dropped.any():
+        return mask
+    out = mask.copy()
+    out[box] &= ~dropped
+    return out

@@ -34,6 +34,8 @@ from . import boxes as box_rule
 from .connected import (
     CELL,
     CELL_GROWTH_HALF_ANGLE,
+    NECK_MIN_AREA,
+    NECK_RATIO,
     NUCLEUS,
     cut_at_foreign_nuclei,
     cut_beyond_negative_clicks,
@@ -44,6 +46,7 @@ from .connected import (
     merge_duplicate_labels,
     split_between_nuclei,
     split_label_regions,
+    split_touching_cells,
 )
 from .device import inference_context, release_memory, resolve_device
 from .feature_cache import FeatureCache, image_signature, model_fingerprint
@@ -118,7 +121,9 @@ class Segmenter:
             mask: a nucleus is convex; one named ``cell`` grows so within 30 degrees of the
             click's direction: a cell is star-shaped around where it was clicked
             (:func:`napari_seem.engine.connected.cut_beyond_negative_clicks`,
-            :func:`napari_seem.engine.connected.grow_toward_positive_clicks`); and a nucleus
+            :func:`napari_seem.engine.connected.grow_toward_positive_clicks`); a cell's mask
+            that spreads over a touching neighbour through a neck is split there, keeping the
+            clicked part (:func:`napari_seem.engine.connected.split_touching_cells`); and a nucleus
             keeps its size through propagation: one that has crept into the cytoplasm around
             it is decoded again from a click at its centre
             (:func:`napari_seem.engine.propagate.reanchor_nuclei`).
@@ -569,7 +574,7 @@ class Segmenter:
         nucleus grows on the side of each positive click outside its mask in ``previous`` (else
         outside its mask before the growth at marks) and is cut along the line through each of
         its negative ``clicks`` (``(positive, negative)`` points per object; ``shape_priors``; a cell
-        grows so in a narrower sector)."""
+        grows so in a narrower sector, and is split at a neck toward a touching neighbour)."""
         model_grid = self._to_model_grid(state, logits)
         full = logits_to_original(model_grid, state.prepared.original_shape)
         masks = (full > 0).cpu().numpy()
@@ -587,7 +592,8 @@ class Segmenter:
                 convex = (self.shape_priors and clicks is not None and names[k] == NUCLEUS
                           and (len(clicks[k][1]) > 0 or len(clicks[k][0]) > 1))
                 star = self.shape_priors and clicks is not None and names[k] == CELL and len(clicks[k][0]) > 1
-                if not (cut or grow or cell or convex or star):
+                necked = self.shape_priors and names[k] == CELL
+                if not (cut or grow or cell or convex or star or necked):
                     continue
                 prob = probs[k].cpu().numpy()  # once per object, for every rule
                 if cut:
@@ -597,6 +603,11 @@ class Segmenter:
                     masks[k] = grow_at_marks(masks[k], prob, positive_marks[k], negative)
                 if cell:
                     masks[k] = cut_at_foreign_nuclei(masks[k], prob, prompt_regions[k], nuclei, nucleus_areas=areas)
+                if necked and masks[k].any():
+                    positive = clicks[k][0] if clicks is not None else np.zeros((0, 2))
+                    masks[k] = split_touching_cells(masks[k], positive, prompt_regions[k],
+                                                    min_area=NECK_MIN_AREA * self._pixel_area(state),
+                                                    max_neck=NECK_RATIO)
                 if star and masks[k].any():
                     positive = clicks[k][0]
                     before = before_growth if previous is None else previous.mask(k)
@@ -619,6 +630,12 @@ class Segmenter:
             memory=logits.detach().float().cpu().numpy(),
             object_ids=object_ids,
         )
+
+    @staticmethod
+    def _pixel_area(state: _ImageState) -> float:
+        """Pixels of the original image per pixel at model resolution."""
+        (h, w), (mh, mw) = state.prepared.original_shape, state.prepared.model_shape
+        return (h / mh) * (w / mw)
 
     def _cells_hold_nuclei(self) -> bool:
         """Whether the rules that give each cell one nucleus apply (``cells_hold_one_nucleus``,
