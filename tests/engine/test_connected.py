@@ -645,6 +645,10 @@ def test_without_clicks_the_blobs_mostly_inside_the_prompt_stay():
     corner[28:33, 45:50] = True
     kept = split_touching_cells(mask, np.zeros((0, 2)), corner, min_area=50)
     assert kept[30, 50] and not kept[30, 24]
+    # neither a click nor the prompt on the mask: nothing says which cell was meant
+    outside = np.zeros_like(mask)
+    outside[0:3, 0:3] = True
+    assert np.array_equal(split_touching_cells(mask, np.array([[1.0, 1.0]]), outside, min_area=50), mask)
 
 
 def test_a_mask_without_a_neck_or_cut_by_the_image_edge_stays_whole():

@@ -536,7 +536,8 @@ def split_touching_cells(mask: np.ndarray, clicks: np.ndarray, prompt: np.ndarra
     mask is wide between them: where the deepest pixel of their common border is at least
     ``max_neck`` times the smaller blob's own depth, or either blob is under ``min_area``
     pixels. The blobs kept are those holding a positive click, else (a mask prompt, as in
-    propagation) those lying mostly inside the prompt, else the one that overlaps it most; only
+    propagation) those lying mostly inside the prompt, else the one that overlaps it most (the
+    mask stays whole where neither a click nor the prompt falls on it); only
     blobs that touch a kept one leave the mask (a separate piece, kept by the rules before,
     stays).
 
@@ -611,6 +612,8 @@ def split_touching_cells(mask: np.ndarray, clicks: np.ndarray, prompt: np.ndarra
         if not len(ids):
             return mask
         overlap = np.array([(marked & (groups == g)).sum() for g in ids])
+        if not overlap.any():  # nothing says which blob is the prompted cell
+            return mask
         size = np.array([(groups == g).sum() for g in ids])
         kept = {int(g) for g, o, s in zip(ids, overlap, size) if o > 0.5 * s} or {int(ids[int(np.argmax(overlap))])}
     pieces, _ = ndimage.label(inside, structure=_EIGHT_CONNECTED)  # other pieces stay as they are
