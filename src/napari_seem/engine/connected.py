@@ -51,6 +51,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from .prompts import resample_nearest
@@ -550,8 +553,6 @@ def split_touching_cells(mask: np.ndarray, clicks: np.ndarray, prompt: np.ndarra
     Returns:
         ``[H, W]`` bool, a subset of ``mask``; ``mask`` itself when it has no neck.
     """
-    from skimage.morphology import h_maxima
-
     if not mask.any():
         return mask
     box = _expanded(bounding_box(mask), 1, mask.shape)
@@ -560,7 +561,7 @@ def split_touching_cells(mask: np.ndarray, clicks: np.ndarray, prompt: np.ndarra
     # mirror image (the box keeps a background margin on its other sides), and a notch of the mask
     # that opens onto the image's edge is a hole; a hole in a cell's mask is no outline either
     pad = max(inside.shape)
-    widths = [(pad * (b.start == 0), pad * (b.stop == n)) for b, n in zip(box, mask.shape)]
+    widths = [(pad * (b.start == 0), pad * (b.stop == extent)) for b, extent in zip(box, mask.shape)]
     window = tuple(slice(w[0], w[0] + size) for w, size in zip(widths, inside.shape))
     mirrored = ndimage.binary_fill_holes(np.pad(inside, widths, mode="symmetric"))
     depth = ndimage.distance_transform_edt(np.pad(mirrored, 1))[1:-1, 1:-1][window]
@@ -578,28 +579,19 @@ def split_touching_cells(mask: np.ndarray, clicks: np.ndarray, prompt: np.ndarra
     index = np.arange(1, n + 1)
     own_depth = np.concatenate([[0.0], ndimage.maximum(depth, blobs, index)])
     area = np.concatenate([[0.0], ndimage.sum(filled, blobs, index)])
-    neck: dict[tuple[int, int], float] = {}  # deepest pixel of the border between two blobs
+    neck = np.zeros((n + 1, n + 1))  # deepest pixel of the border between two blobs (0: none)
     for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
         a = blobs[:rows - dr, max(0, -dc):cols - max(0, dc)]
         b = blobs[dr:, max(0, dc):cols + min(0, dc) or None]
         da = depth[:rows - dr, max(0, -dc):cols - max(0, dc)]
         db = depth[dr:, max(0, dc):cols + min(0, dc) or None]
         border = (a > 0) & (b > 0) & (a != b)
-        for x, y, d in zip(a[border], b[border], np.minimum(da[border], db[border])):
-            key = (min(x, y), max(x, y))
-            neck[key] = max(neck.get(key, 0.0), float(d))
-    parent = np.arange(n + 1)
-
-    def root(k: int) -> int:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    for (x, y), d in neck.items():
-        if d >= max_neck * min(own_depth[x], own_depth[y]) or min(area[x], area[y]) < min_area:
-            parent[root(x)] = root(y)
-    groups = np.array([0] + [root(k) for k in index])[blobs]
+        np.maximum.at(neck, (a[border], b[border]), np.minimum(da[border], db[border]))
+    neck = np.maximum(neck, neck.T)
+    wide = neck >= max_neck * np.minimum.outer(own_depth, own_depth)
+    small = np.minimum.outer(area, area) < min_area
+    _, component = connected_components(csr_matrix((neck > 0) & (wide | small)), directed=False)
+    groups = np.where(blobs > 0, component[blobs] + 1, 0)
     kept: set[int] = set()
     for r, c in np.round(clicks).astype(int):
         r, c = r - box[0].start, c - box[1].start

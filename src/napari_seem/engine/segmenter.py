@@ -595,7 +595,8 @@ class Segmenter:
                 necked = self.shape_priors and names[k] == CELL
                 if not (cut or grow or cell or convex or star or necked):
                     continue
-                prob = probs[k].cpu().numpy()  # once per object, for every rule
+                # once per object, for the rules that read it (the shape rules do not)
+                prob = probs[k].cpu().numpy() if (cut or grow or cell) else None
                 if cut:
                     masks[k] = cut_at_negatives(masks[k], prob, prompt_regions[k], negative)
                 before_growth = masks[k]
