@@ -30,7 +30,7 @@ from napari_seem.train.evaluate import (
     make_segmenter,
     matched_ious,
 )
-from napari_seem.weights import load_shipped_model, shipped_model_path
+from napari_seem.weights import load_shipped_model, load_shipped_refiner, shipped_model_path
 
 #: single click at the object's centre, mean IoU over 2 held-out 256² images (28 objects)
 CLICK_FLOOR = {"nucleus": 0.56, "cell": 0.44}  # measured: 0.83 / 0.85 (cells 0.64 without the cut between nuclei; SEEM's raw masks: 0.32 / 0.39)
@@ -102,6 +102,48 @@ def referring_iou(model, class_name: str = "nucleus", n_images: int = 2, **optio
 @pytest.fixture(scope="module")
 def shipped():
     return load_shipped_model("seem_tiny_synthetic")
+
+
+@pytest.fixture(scope="module")
+def shipped_refiner():
+    refiner = load_shipped_refiner("seem_tiny_synthetic")
+    assert refiner is not None, "the shipped outline refiner is missing from the package"
+    return refiner
+
+
+#: single click on the nuclei of the 2 held-out images of CLICK_FLOOR, with the outline refiner
+REFINED_NUCLEUS_FLOOR = 0.85  # measured: 0.906 (0.829 without it)
+#: clicks to 85 % IoU on the first 4 nuclei of 4 held-out images, with the refiner
+REFINED_NOC_CEILING_NUCLEI = 4.5  # measured: 2.9 (6.5 without it)
+
+
+def test_the_outline_refiner_draws_nuclei_to_the_pixel(shipped, shipped_refiner):
+    """SEEM's stride-4 logits place a nucleus's outline a pixel or two off; the refiner draws it
+    again at full resolution: single clicks and corrections on held-out nuclei, cells untouched."""
+    plain = click_ious(shipped)
+    refined = click_ious(shipped, refiner=shipped_refiner)
+    assert refined["nucleus"] >= REFINED_NUCLEUS_FLOOR, refined
+    assert refined["nucleus"] >= plain["nucleus"] + 0.04, (plain, refined)
+    assert refined["cell"] >= plain["cell"] - 0.01, (plain, refined)  # it only redraws objects named nucleus
+    noc = clicks_to_85(shipped, "nucleus", refiner=shipped_refiner)
+    assert noc <= REFINED_NOC_CEILING_NUCLEI, noc
+
+
+def test_from_pretrained_gives_the_shipped_model_its_refiner():
+    from napari_seem.engine import Segmenter
+
+    seg = Segmenter.from_pretrained("seem_tiny_synthetic", device="cpu")
+    assert seg.refiner is not None and seg.refiner.classes == ("nucleus",)
+    s = make_image((256, 256), seed=EVAL_SEED)
+    seg.set_image(s.image)
+    nucleus = next(o for o in s.objects if o["class"] == "nucleus" and (s.instances == o["id"]).sum() >= 60)
+    point = object_centre(s.instances, nucleus["id"])
+    refined = seg.predict(ObjectPrompt(points=[point]))
+    seg.refiner = None
+    plain = seg.predict(ObjectPrompt(points=[point]))
+    assert refined.class_names == plain.class_names == ["nucleus"]
+    assert not np.array_equal(refined.masks[0], plain.masks[0])
+    np.testing.assert_array_equal(refined.memory, plain.memory)  # SEEM's memory is its own logits
 
 
 def test_shipped_model_segments_held_out_images(shipped):
@@ -178,9 +220,10 @@ def test_random_weights_do_not_reach_the_floor():
     assert text_iou(random_model) < TEXT_FLOOR / 2
 
 
-@pytest.mark.xfail(strict=True, reason="issue 6 open: the shipped preview model is below the acceptance targets")
-def test_issue_6_acceptance_targets(shipped):
-    report = evaluate(shipped, n_images=2, n_sequences=1, noc_per_class=1)
+@pytest.mark.xfail(strict=True, reason="issue 6 open: identity is not kept for every propagated object "
+                   "(53 of 60 on the evaluation set; on this small set also NoC and propagation)")
+def test_issue_6_acceptance_targets(shipped, shipped_refiner):
+    report = evaluate(shipped, n_images=2, n_sequences=1, noc_per_class=1, refiner=shipped_refiner)
     assert report.click_iou["nucleus"] >= 0.85
     assert report.click_iou["cell"] >= 0.75
     assert report.noc85 <= 3

@@ -51,6 +51,7 @@ from .connected import (
 from .device import inference_context, release_memory, resolve_device
 from .feature_cache import FeatureCache, image_signature, model_fingerprint
 from .image import DEFAULT_MAX_SIDE, DEFAULT_SHORT_SIDE, MAX_SCALE, Normalize, PreparedImage, logits_to_original, prepare_image
+from .outline_refiner import REFINER_FILE, OutlineRefiner, load_refiner, refine_outlines
 from .prompts import ObjectPrompt, rasterize, stack_prompts
 from .result import Segmentation
 from .vocabulary import Vocabulary, default_cache_dir
@@ -127,6 +128,11 @@ class Segmenter:
             keeps its size through propagation: one that has crept into the cytoplasm around
             it is decoded again from a click at its centre
             (:func:`napari_seem.engine.propagate.reanchor_nuclei`).
+        refiner: an :class:`~napari_seem.engine.outline_refiner.OutlineRefiner` trained for this
+            model: with ``connected_objects``, every clicked object of the refiner's classes is
+            drawn again, at full resolution, from the image, the engine's mask, SEEM's
+            probability and the clicks (after the rules above). ``from_pretrained`` gives a
+            shipped model its own refiner (``seem_tiny_synthetic``: nuclei); None: no refiner.
     """
 
     def __init__(
@@ -149,6 +155,7 @@ class Segmenter:
         cells_hold_one_nucleus: bool = True,
         fit_boxes: bool = True,
         shape_priors: bool = True,
+        refiner: OutlineRefiner | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = precision
@@ -164,6 +171,7 @@ class Segmenter:
         self.cells_hold_one_nucleus = bool(cells_hold_one_nucleus)
         self.fit_boxes = bool(fit_boxes)
         self.shape_priors = bool(shape_priors)
+        self.refiner = None if refiner is None else refiner.to(self.device).eval()
         self._nuclei: tuple[tuple, tuple[np.ndarray, np.ndarray]] | None = None  # (image and settings, nuclei)
         self.text_cache_dir = default_cache_dir() if text_cache_dir == "default" else text_cache_dir
         if templates not in (True, False, "auto"):
@@ -206,14 +214,16 @@ class Segmenter:
 
         ``"auto"`` (default) takes the official Focal-T v1 checkpoint when it is on this machine,
         else the shipped synthetic-microscopy model. A shipped model starts with the vocabulary it
-        was trained on (e.g. nucleus, cell, vesicle) unless ``vocabulary=`` is given.
+        was trained on (e.g. nucleus, cell, vesicle) unless ``vocabulary=`` is given, and with its
+        outline refiner unless ``refiner=`` is given (a file, an ``OutlineRefiner`` or None); the
+        weights file of a training run takes the ``refiner.safetensors`` beside it.
         """
         from ..model.pretrained import AUTO, default_model_name
 
         name = default_model_name() if str(name_or_path) == AUTO else name_or_path
         model = from_pretrained(name, config=config, device="cpu")
         from ..model.config import run_settings
-        from ..weights import SHIPPED_VOCABULARIES
+        from ..weights import SHIPPED_VOCABULARIES, load_shipped_refiner
 
         # a model trained by napari_seem.train says how it runs (its classes, its resolution)
         for key, value in run_settings(model.cfg).items():
@@ -222,6 +232,8 @@ class Segmenter:
             # trained on 128-256 px synthetic images: use images at their own size, and its classes
             kwargs.setdefault("vocabulary", list(SHIPPED_VOCABULARIES[str(name)]))
             kwargs.setdefault("short_side", None)
+            if "refiner" not in kwargs:  # its nuclei's outlines, drawn at full resolution
+                kwargs["refiner"] = load_shipped_refiner(str(name))
             if str(name_or_path) == AUTO:
                 warnings.warn(
                     f"no official SEEM checkpoint on this machine: using the shipped preview model {name!r}, "
@@ -229,6 +241,12 @@ class Segmenter:
                     "(see napari_seem/weights/MODEL_CARD.md); install seem_focalt_v1 for real work",
                     stacklevel=2,
                 )
+        if "refiner" not in kwargs and Path(str(name)).is_file():
+            beside = Path(str(name)).with_name(REFINER_FILE)  # a training run's refiner (--refiner)
+            if beside.is_file():
+                kwargs["refiner"] = beside
+        if isinstance(kwargs.get("refiner"), (str, Path)):
+            kwargs["refiner"] = load_refiner(kwargs["refiner"])
         segmenter = cls(model, device=device, **kwargs)
         segmenter.model_name = str(name)
         return segmenter
@@ -621,6 +639,12 @@ class Segmenter:
                         before = before_growth if previous is None else previous.mask(k)
                         masks[k] = grow_toward_positive_clicks(masks[k], before, anchor, positive[1:])
                     masks[k] = cut_beyond_negative_clicks(masks[k], anchor, negative_clicks, keep=positive)
+        if self.refiner is not None and prompt_regions is not None and clicks is not None:
+            indices = [k for k in range(len(masks)) if names[k] in self.refiner.classes]
+            if indices:
+                prob_np = np.zeros(masks.shape, np.float32)
+                prob_np[indices] = probs[indices].cpu().numpy()
+                masks = refine_outlines(self.refiner, self._refiner_image(state), masks, prob_np, clicks, indices)
         inside = torch.from_numpy(masks).to(full.device).float()
         scores = ((probs * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp_min(1)).cpu().numpy()
         return Segmentation(
@@ -631,6 +655,18 @@ class Segmenter:
             memory=logits.detach().float().cpu().numpy(),
             object_ids=object_ids,
         )
+
+    def refiner_image(self) -> np.ndarray:
+        """``[3, H, W]`` float32 on 0..1: the current image as the engine prepared it for the model,
+        at the image's own resolution (what an :class:`OutlineRefiner` reads)."""
+        return self._refiner_image(self._state())
+
+    @staticmethod
+    def _refiner_image(state: _ImageState) -> np.ndarray:
+        rgb = state.prepared.rgb.float()
+        if tuple(rgb.shape[-2:]) != tuple(state.prepared.original_shape):
+            rgb = F.interpolate(rgb[None], size=state.prepared.original_shape, mode="bilinear", align_corners=False)[0]
+        return (rgb / 255.0).cpu().numpy()
 
     @staticmethod
     def _pixel_area(state: _ImageState) -> float:

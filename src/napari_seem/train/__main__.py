@@ -3,6 +3,8 @@
 Examples::
 
     python -m napari_seem.train --reproduce --out runs/tiny          # reproduce seem_tiny_synthetic
+    python -m napari_seem.train --refiner --fine-tune runs/mine/model.safetensors --out runs/mine
+        # an outline refiner for a fine-tuned model, trained on its own masks of nuclei
     python -m napari_seem.train --fine-tune seem_tiny_synthetic --data my_folder --steps 500 \\
         --classes nucleus --out runs/mine
     python -m napari_seem.train --fine-tune seem_tiny_synthetic --data my_folder --steps 500 \\
@@ -18,38 +20,16 @@ from pathlib import Path
 
 import yaml
 
-from ..model import build_seem, load_config, load_into, read_state_dict
-from ..model.checkpoint import guess_preset
-from ..model.config import PRESETS, RUN_SECTION
-from ..model.pretrained import resolve_checkpoint, training_run_config
-from ..weights import SHIPPED_MODELS, shipped_model_path
+from ..model import load_config
+from ..model.config import RUN_SECTION
+from ..engine.outline_refiner import REFINER_FILE, save_refiner
+from .checkpoints import load_checkpoint
 from .data import VOCABULARY, FolderDataset
 from .loop import TrainConfig, export, new_model, train
 from .objective import ObjectiveConfig
+from .refiner import REFINER_IMAGES, REFINER_LR, REFINER_STEPS, refiner_samples, train_refiner
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "weights" / "seem_tiny_synthetic.yaml"
-
-
-def _load_checkpoint(name_or_path: str, config: str | None):
-    """A model with the weights of a shipped name, an official preset name or a checkpoint file."""
-    if name_or_path in SHIPPED_MODELS:
-        weights, shipped_config = shipped_model_path(name_or_path)
-        config = config or shipped_config
-        model = build_seem(config)
-        state = read_state_dict(weights)
-    else:
-        path = resolve_checkpoint(name_or_path)
-        state = read_state_dict(path)
-        if config is None and name_or_path not in PRESETS:
-            found = training_run_config(path)  # a run of this command: its config.yaml beside it
-            config = str(found) if found is not None else None
-        if config is None:
-            config = name_or_path if name_or_path in PRESETS else guess_preset(state)
-        if config is None:
-            raise SystemExit(f"cannot tell the architecture of {path}; pass --config")
-        model = build_seem(config)
-    load_into(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
-    return model, config
 
 
 def objective_config(overrides: list[str]) -> ObjectiveConfig:
@@ -106,9 +86,29 @@ def recipe(out: str) -> list[list[str]]:
          "--lr", "1e-4", "--seed", "8", "--image-sizes", "192", "224", "256", "--ema", "0.998",
          "--objective", *later, "spatial_ignore_separate=true", *fast, "boundary_emphasis=4", "boundary_width=1",
          "--out", str(out_dir / "phase6")],
+        # the outline refiner, on phase 6's own masks of nuclei
+        ["--refiner", "--fine-tune", str(out_dir / "phase6" / "model.safetensors"), "--config", config,
+         "--steps", str(REFINER_STEPS), "--refiner-images", str(REFINER_IMAGES), "--seed", "9",
+         "--out", str(out_dir / "refiner")],
     ]
     # Two threads: the shipped weights were made so (the result depends on the thread count)
     return [phase + ["--threads", "2"] for phase in phases]
+
+
+def train_refiner_command(args: argparse.Namespace, out: Path) -> Path:
+    """``--refiner``: windows from the model's own masks, then the refiner; writes
+    ``out/refiner.safetensors``."""
+    checkpoint = args.fine_tune or "seem_tiny_synthetic"
+    print(f"outline refiner for {checkpoint}: windows from {args.refiner_images} synthetic images")
+    inputs, targets = refiner_samples(checkpoint, args.config, args.refiner_images, args.seed,
+                                      vocabulary=tuple(args.classes), classes=tuple(args.refiner_classes),
+                                      workers=args.workers)
+    print(f"{len(inputs)} windows")
+    refiner = train_refiner(inputs, targets, steps=args.steps or REFINER_STEPS, seed=args.seed,
+                            lr=args.lr or REFINER_LR, classes=tuple(args.refiner_classes), threads=args.threads)
+    path = save_refiner(refiner, out / REFINER_FILE)
+    print(f"refiner: {path}")
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=None, metavar="FOLDER", help="user data: FOLDER/images + FOLDER/labels")
     p.add_argument("--classes", nargs="+", default=list(VOCABULARY), help="class names (vocabulary)")
     p.add_argument("--class-name", default=None, help="class of every object of --data without classes.csv")
-    p.add_argument("--steps", type=int, default=TrainConfig.steps)
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"training steps (default {TrainConfig.steps}; with --refiner {REFINER_STEPS})")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 4e-4, fine-tuning 1e-4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=TrainConfig.threads)
@@ -143,6 +144,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="task mix / loss weight overrides, e.g. max_prompted_objects=8 spatial_mask_weight=10; "
                         "mask_loss_stride=2 text_templates=sampled for 1.3-1.5x faster steps "
                         "(fields of napari_seem.train.ObjectiveConfig)")
+    p.add_argument("--refiner", action="store_true",
+                   help="train an outline refiner for the model of --fine-tune (default: seem_tiny_synthetic) "
+                        "on that model's own masks of synthetic images, into --out/refiner.safetensors")
+    p.add_argument("--refiner-images", type=int, default=REFINER_IMAGES,
+                   help=f"with --refiner: synthetic images whose objects give the training windows "
+                        f"(default {REFINER_IMAGES})")
+    p.add_argument("--refiner-classes", nargs="+", default=["nucleus"],
+                   help="with --refiner: the classes it refines (default: nucleus)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="with --refiner: processes that make the training windows (one thread each)")
     p.add_argument("--reproduce", action="store_true",
                    help="run every phase that produced the shipped seem_tiny_synthetic weights, in --out/phaseN "
                         "(the last phase's model.safetensors equals the shipped file on the same processor; "
@@ -155,17 +166,20 @@ def main(argv: list[str] | None = None) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.refiner:
+        train_refiner_command(args, out)
+        return
     if args.fine_tune:
-        model, config = _load_checkpoint(args.fine_tune, args.config)
+        model, config = load_checkpoint(args.fine_tune, args.config)
         lr = args.lr or 1e-4
     else:
         config = args.config or str(DEFAULT_CONFIG)
         model = new_model(config, args.seed)
         lr = args.lr or TrainConfig.lr
-    cfg = TrainConfig(steps=args.steps, lr=lr, seed=args.seed, threads=args.threads, device=args.device,
+    cfg = TrainConfig(steps=args.steps or TrainConfig.steps, lr=lr, seed=args.seed, threads=args.threads, device=args.device,
                       checkpoint_every=args.checkpoint_every, ema=args.ema, vocabulary=tuple(args.classes),
                       image_sizes=tuple(args.image_sizes), zoom=tuple(args.zoom), z_slices=args.z_slices,
-                      warmup=min(TrainConfig.warmup, max(1, args.steps // 10)),
+                      warmup=min(TrainConfig.warmup, max(1, (args.steps or TrainConfig.steps) // 10)),
                       objective=objective_config(args.objective))
     data = FolderDataset(args.data, args.classes, args.class_name, crop=args.crop) if args.data else None
     train(model, cfg, out, data=data, resume=not args.no_resume)

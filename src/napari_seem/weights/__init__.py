@@ -1,7 +1,8 @@
 """Weights shipped inside the package (small models that work offline).
 
 ``seem_tiny_synthetic``: SEEM v1 with the official architecture at shrunk dimensions, trained by
-``python -m napari_seem.train`` on synthetic fluorescence microscopy (see ``MODEL_CARD.md``).
+``python -m napari_seem.train`` on synthetic fluorescence microscopy (see ``MODEL_CARD.md``), and
+the outline refiner trained on its masks of nuclei (``seem_tiny_synthetic_refiner``).
 """
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ _HERE = Path(__file__).parent
 #: shipped model name -> (weights file, config file), relative to this folder
 SHIPPED_MODELS: dict[str, tuple[str, str]] = {
     "seem_tiny_synthetic": ("seem_tiny_synthetic.safetensors", "seem_tiny_synthetic.yaml"),
+}
+
+#: shipped model name -> its outline refiner's weights (``napari_seem.engine.outline_refiner``)
+SHIPPED_REFINERS: dict[str, str] = {
+    "seem_tiny_synthetic": "seem_tiny_synthetic_refiner.safetensors",
 }
 
 #: class names each shipped model was trained on (its natural vocabulary)
@@ -49,3 +55,14 @@ def load_shipped_model(name: str = "seem_tiny_synthetic"):
     state = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(weights).items()}
     load_into(model, state, strict=True)
     return model.eval()
+
+
+def load_shipped_refiner(name: str = "seem_tiny_synthetic"):
+    """The outline refiner shipped for model ``name`` (an
+    :class:`~napari_seem.engine.outline_refiner.OutlineRefiner`, fp32, eval mode), or None when
+    that model has none in this installation."""
+    from ..engine.outline_refiner import load_refiner
+
+    if name not in SHIPPED_REFINERS or not (_HERE / SHIPPED_REFINERS[name]).is_file():
+        return None
+    return load_refiner(_HERE / SHIPPED_REFINERS[name])

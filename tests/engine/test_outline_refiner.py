@@ -1,0 +1,176 @@
+"""The outline refiner's windows, inputs, paste-back and files (no trained weights needed)."""
+import numpy as np
+import pytest
+import torch
+
+from napari_seem.engine.outline_refiner import (
+    CHANNELS,
+    MARGIN,
+    WINDOW,
+    OutlineRefiner,
+    click_map,
+    crop,
+    keep_clicked,
+    load_refiner,
+    refine_outlines,
+    refiner_input,
+    save_refiner,
+    window_for,
+)
+
+
+def _disc(shape, centre, radius):
+    rows, cols = np.ogrid[:shape[0], :shape[1]]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius ** 2
+
+
+def test_the_network_keeps_the_window_size_and_counts_its_channels():
+    net = OutlineRefiner(width=4, classes=("nucleus", "cell")).eval()
+    with torch.no_grad():
+        out = net(torch.zeros(2, len(CHANNELS), WINDOW, WINDOW))
+    assert out.shape == (2, 1, WINDOW, WINDOW)
+    assert net.classes == ("nucleus", "cell")
+
+
+def test_the_window_is_centred_on_the_mask_and_may_reach_past_the_edge():
+    mask = _disc((100, 120), (50, 60), 8)
+    r0, c0 = window_for(mask)
+    assert (r0 + WINDOW // 2, c0 + WINDOW // 2) == (50, 60)
+    edge = _disc((100, 120), (3, 3), 6)
+    r0, c0 = window_for(edge)
+    assert r0 < 0 and c0 < 0
+    window = crop(edge, (r0, c0))
+    assert window.shape == (WINDOW, WINDOW) and window.sum() == edge.sum()  # nothing lost, zeros outside
+    assert window_for(np.zeros((50, 50), bool)) is None
+    big = np.zeros((200, 200), bool)
+    big[10:10 + WINDOW - 2 * MARGIN + 1, 10:20] = True  # one pixel too tall for the window
+    assert window_for(big) is None
+
+
+def test_the_image_is_padded_with_its_edge_values():
+    image = np.arange(3 * 20 * 30, dtype=np.float32).reshape(3, 20, 30)
+    window = crop(image, (-5, -7), "edge")
+    assert window.shape == (3, WINDOW, WINDOW)
+    assert np.all(window[:, :5, 7] == image[:, 0, 0][:, None])
+
+
+def test_click_maps_mark_discs_in_window_coordinates():
+    m = click_map(np.array([[10.0, 12.0]]), (WINDOW, WINDOW), origin=(4, 6))
+    assert m[6, 6] == 1 and m[6, 8] == 1 and m[6, 9] == 0 and m.sum() == 13  # radius-2 disc at (6, 6)
+    assert click_map(np.zeros((0, 2)), (8, 8)).sum() == 0
+
+
+def test_the_input_stacks_image_mask_probability_and_clicks():
+    rgb = np.random.default_rng(0).random((3, 80, 80)).astype(np.float32)
+    mask = _disc((80, 80), (40, 40), 6)
+    prob = mask * 0.9
+    x = refiner_input(rgb, mask, prob, np.array([[40.0, 40.0]]), np.array([[40.0, 50.0]]), (8, 8))
+    assert x.shape == (len(CHANNELS), WINDOW, WINDOW) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[:3], rgb[:, 8:8 + WINDOW, 8:8 + WINDOW])
+    assert x[CHANNELS.index("mask")].sum() == mask.sum()
+    assert x[CHANNELS.index("positive"), 32, 32] == 1 and x[CHANNELS.index("negative"), 32, 42] == 1
+
+
+def test_only_the_clicked_regions_are_kept():
+    drawn = np.zeros((WINDOW, WINDOW), bool)
+    drawn[10:20, 10:20] = True
+    drawn[40:50, 40:50] = True
+    kept = keep_clicked(drawn, np.array([[45.0, 45.0]]), (0, 0), fallback=drawn)
+    assert kept[45, 45] and not kept[15, 15]
+    fallback = np.zeros_like(drawn)
+    fallback[12:18, 12:18] = True  # no click inside: the region overlapping the engine's mask
+    kept = keep_clicked(drawn, np.array([[60.0, 2.0]]), (0, 0), fallback=fallback)
+    assert kept[15, 15] and not kept[45, 45]
+
+
+class _ShiftRight(torch.nn.Module):
+    """A stand-in refiner that draws the engine's mask two pixels to the right."""
+
+    classes = ("nucleus",)
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        mask = x[:, CHANNELS.index("mask"):CHANNELS.index("mask") + 1]
+        return torch.roll(mask, 2, dims=3) * 20 - 10
+
+
+def test_refined_masks_are_pasted_back_where_they_belong_also_at_the_image_edge():
+    shape = (70, 90)
+    masks = np.stack([_disc(shape, (35, 45), 6), _disc(shape, (4, 86), 5), _disc(shape, (60, 10), 5)])
+    clicks = [(np.array([[35.0, 45.0]]), np.zeros((0, 2))), (np.array([[4.0, 86.0]]), np.zeros((0, 2))),
+              (np.zeros((0, 2)), np.zeros((0, 2)))]  # the third object has no positive click: left as it is
+    out = refine_outlines(_ShiftRight(), np.zeros((3, *shape), np.float32), masks, masks.astype(np.float32),
+                          clicks, indices=[0, 1, 2])
+    np.testing.assert_array_equal(out[0], np.roll(masks[0], 2, axis=1))
+    expected = np.roll(masks[1], 2, axis=1)
+    expected[:, :2] = False  # what moved past the right edge is gone, not wrapped round
+    np.testing.assert_array_equal(out[1], expected)
+    np.testing.assert_array_equal(out[2], masks[2])
+    assert masks[0].sum() == _disc(shape, (35, 45), 6).sum()  # the input is not changed
+
+
+class _Speck(torch.nn.Module):
+    """A stand-in refiner that draws only a speck at the window's centre."""
+
+    classes = ("nucleus",)
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        out = torch.full((x.shape[0], 1, WINDOW, WINDOW), -10.0)
+        out[:, :, WINDOW // 2 - 1:WINDOW // 2 + 2, WINDOW // 2 - 1:WINDOW // 2 + 2] = 10.0
+        return out
+
+
+def test_a_refined_mask_that_is_another_object_is_not_taken():
+    """The refiner redraws an outline; where its mask overlaps the engine's by less than
+    MIN_AGREEMENT (a cell named nucleus, drawn as the nucleus inside), the engine's stays."""
+    shape = (64, 64)
+    masks = np.stack([_disc(shape, (32, 32), 10), _disc(shape, (32, 32), 1)])
+    clicks = [(np.array([[32.0, 32.0]]), np.zeros((0, 2)))] * 2
+    out = refine_outlines(_Speck(), np.zeros((3, *shape), np.float32), masks, masks.astype(np.float32),
+                          clicks, indices=[0, 1])
+    np.testing.assert_array_equal(out[0], masks[0])  # IoU 9 / 317: not the same object
+    assert out[1].sum() == 9 and out[1][31:34, 31:34].all()  # IoU 5 / 9 >= 0.5: redrawn
+
+
+def test_refined_objects_are_only_those_asked_for():
+    shape = (64, 64)
+    masks = np.stack([_disc(shape, (30, 30), 6)])
+    clicks = [(np.array([[30.0, 30.0]]), np.zeros((0, 2)))]
+    out = refine_outlines(_ShiftRight(), np.zeros((3, *shape), np.float32), masks, masks.astype(np.float32),
+                          clicks, indices=[])
+    np.testing.assert_array_equal(out, masks)
+
+
+def test_a_refiner_survives_a_round_trip_through_its_file(tmp_path):
+    torch.manual_seed(0)
+    net = OutlineRefiner(width=4, classes=("nucleus",)).eval()
+    path = save_refiner(net, tmp_path / "r.safetensors")
+    loaded = load_refiner(path)
+    assert loaded.classes == ("nucleus",) and loaded.width == 4 and not loaded.training
+    x = torch.rand(1, len(CHANNELS), WINDOW, WINDOW)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net.half().float()(x), atol=1e-3, rtol=1e-3)
+
+
+def test_a_file_that_is_not_a_refiner_is_named_in_a_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    bad = tmp_path / "garbage.safetensors"
+    bad.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_refiner(bad)
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(ValueError, match="no outline-refiner settings"):
+        load_refiner(other)
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"w": torch.zeros(2)}, str(wrong), metadata={"width": "4", "classes": "nucleus"})
+    with pytest.raises(ValueError, match="does not hold an outline refiner"):
+        load_refiner(wrong)
