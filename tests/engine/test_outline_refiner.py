@@ -83,14 +83,18 @@ def test_only_the_clicked_regions_are_kept():
     assert kept[15, 15] and not kept[45, 45]
 
 
-class _ShiftRight(torch.nn.Module):
-    """A stand-in refiner that draws the engine's mask two pixels to the right."""
+class _StandIn(torch.nn.Module):
+    """A stand-in refiner for nuclei (one parameter, so that it has a device)."""
 
     classes = ("nucleus",)
 
     def __init__(self):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+
+class _ShiftRight(_StandIn):
+    """Draws the engine's mask two pixels to the right."""
 
     def forward(self, x):
         mask = x[:, CHANNELS.index("mask"):CHANNELS.index("mask") + 1]
@@ -112,14 +116,8 @@ def test_refined_masks_are_pasted_back_where_they_belong_also_at_the_image_edge(
     assert masks[0].sum() == _disc(shape, (35, 45), 6).sum()  # the input is not changed
 
 
-class _Speck(torch.nn.Module):
-    """A stand-in refiner that draws only a speck at the window's centre."""
-
-    classes = ("nucleus",)
-
-    def __init__(self):
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
+class _Speck(_StandIn):
+    """Draws only a speck at the window's centre."""
 
     def forward(self, x):
         out = torch.full((x.shape[0], 1, WINDOW, WINDOW), -10.0)

@@ -2,6 +2,7 @@
 import shutil
 
 import numpy as np
+import pytest
 import torch
 
 from napari_seem.engine import Segmenter
@@ -76,3 +77,11 @@ def test_cli_trains_a_refiner_that_from_pretrained_loads_beside_the_model(tmp_pa
     assert seg.refiner is not None and seg.refiner.width == refiner.width
     (tmp_path / "refiner.safetensors").unlink()
     assert Segmenter.from_pretrained(tmp_path / "model.safetensors", config=config, device="cpu").refiner is None
+
+
+def test_cli_refuses_a_refiner_it_cannot_train(tmp_path):
+    with pytest.raises(SystemExit, match="synthetic images only"):
+        main(["--refiner", "--data", str(tmp_path), "--out", str(tmp_path / "r")])
+    with pytest.raises(SystemExit, match="debris"):
+        main(["--refiner", "--refiner-classes", "nucleus", "debris", "--out", str(tmp_path / "r")])
+    assert not (tmp_path / "r" / "refiner.safetensors").exists()

@@ -98,6 +98,13 @@ def recipe(out: str) -> list[list[str]]:
 def train_refiner_command(args: argparse.Namespace, out: Path) -> Path:
     """``--refiner``: windows from the model's own masks, then the refiner; writes
     ``out/refiner.safetensors``."""
+    if args.data:
+        raise SystemExit("--refiner trains on synthetic images only (the windows need the model's masks of objects "
+                         "with exact outlines); leave out --data")
+    unknown = [c for c in args.refiner_classes if c not in VOCABULARY]
+    if unknown:
+        raise SystemExit(f"--refiner-classes {' '.join(unknown)}: the synthetic images hold only "
+                         f"{', '.join(VOCABULARY)}")
     checkpoint = args.fine_tune or "seem_tiny_synthetic"
     print(f"outline refiner for {checkpoint}: windows from {args.refiner_images} synthetic images")
     inputs, targets = refiner_samples(checkpoint, args.config, args.refiner_images, args.seed,
@@ -155,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2,
                    help="with --refiner: processes that make the training windows (one thread each)")
     p.add_argument("--reproduce", action="store_true",
-                   help="run every phase that produced the shipped seem_tiny_synthetic weights, in --out/phaseN "
+                   help="run every phase that produced the shipped seem_tiny_synthetic weights, in --out/phaseN, "
+                        "then its outline refiner, in --out/refiner "
                         "(the last phase's model.safetensors equals the shipped file on the same processor; "
                         "see the model card)")
     args = p.parse_args(argv)
@@ -176,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
         config = args.config or str(DEFAULT_CONFIG)
         model = new_model(config, args.seed)
         lr = args.lr or TrainConfig.lr
-    cfg = TrainConfig(steps=args.steps or TrainConfig.steps, lr=lr, seed=args.seed, threads=args.threads, device=args.device,
+    cfg = TrainConfig(steps=args.steps or TrainConfig.steps, lr=lr, seed=args.seed, threads=args.threads,
+                      device=args.device,
                       checkpoint_every=args.checkpoint_every, ema=args.ema, vocabulary=tuple(args.classes),
                       image_sizes=tuple(args.image_sizes), zoom=tuple(args.zoom), z_slices=args.z_slices,
                       warmup=min(TrainConfig.warmup, max(1, (args.steps or TrainConfig.steps) // 10)),

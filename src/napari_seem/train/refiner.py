@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine.outline_refiner import WINDOW, OutlineRefiner, crop, refiner_input, window_for
+from ..engine.outline_refiner import CHANNELS, WINDOW, OutlineRefiner, crop, refiner_input, window_for
 from ..engine.prompts import ObjectPrompt
 from ..synthetic import object_centre
 from .clicks import next_click, random_click
@@ -67,8 +67,12 @@ def _image_samples(segmenter, seed: int, size: int, classes: tuple[str, ...], ro
             labels.append(click[1])
             result = segmenter.predict(ObjectPrompt(points=points, point_labels=labels), previous=result)
     if not inputs:
-        return np.zeros((0, 7, 1, 1), np.float16), np.zeros((0, 1, 1), bool)
+        return _no_windows()
     return np.stack(inputs), np.stack(targets)
+
+
+def _no_windows() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, len(CHANNELS), WINDOW, WINDOW), np.float16), np.zeros((0, WINDOW, WINDOW), bool)
 
 
 def _image_plan(n_images: int, seed: int, sizes: tuple[int, ...]) -> list[tuple[int, int]]:
@@ -110,7 +114,7 @@ def _collect(segmenter, plan, classes, rounds) -> tuple[np.ndarray, np.ndarray]:
             xs.append(x)
             ys.append(y)
     if not xs:
-        return np.zeros((0, 7, WINDOW, WINDOW), np.float16), np.zeros((0, WINDOW, WINDOW), bool)
+        return _no_windows()
     return np.concatenate(xs), np.concatenate(ys)
 
 
