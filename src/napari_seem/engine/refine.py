@@ -37,6 +37,7 @@ from scipy.special import expit
 from .connected import CELL, cut_at_foreign_nuclei, deepest_pixel, keep_prompted_regions
 from .device import inference_context
 from .image import logits_to_original
+from .outline_refiner import refine_outlines
 from .prompts import click_squares
 from .result import Segmentation
 
@@ -83,6 +84,8 @@ def refine_by_clicks(segmenter: "Segmenter", state: "_ImageState", found: Segmen
     is_cell = {k: nuclei is not None and found.class_names[k] == CELL for k in present}
     clicks = {k: _inner_point(positions, boxes[k], k + 1, avoid=nuclei if is_cell[k] else None) for k in present}
     masks: dict[int, tuple[tuple[slice, slice], np.ndarray]] = {}  # object -> (window, its final mask there)
+    redraw = segmenter.refiner is not None  # the outline refiner redraws the clicked objects of its classes
+    rgb01 = None  # the image as the refiner reads it, made once if needed
     refined_rows: list[np.ndarray] = []
     row_of: dict[int, int] = {}
     for start in range(0, len(present), chunk):
@@ -104,6 +107,10 @@ def refine_by_clicks(segmenter: "Segmenter", state: "_ImageState", found: Segmen
             if is_cell[k] and new.any():
                 prob = expit(window_logits)
                 new = cut_at_foreign_nuclei(new, prob, click, nuclei[window], nucleus_areas=areas)
+            if redraw and found.class_names[k] in segmenter.refiner.classes and new.any():
+                if rgb01 is None:
+                    rgb01 = segmenter._refiner_image(state)
+                new = _redrawn(segmenter.refiner, rgb01, window, new, expit(window_logits), clicks[k])
             area, cover = int(found_mask.sum()), int((new & found_mask).sum())
             if cover >= MIN_COVER * area and new.sum() <= MAX_GROWTH * area:
                 masks[k] = (window, new)
@@ -132,6 +139,19 @@ def _inner_point(positions: np.ndarray, box: tuple[slice, slice], value: int,
     rows, cols = np.nonzero(positions[box] == value)
     k = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
     return int(rows[k] + box[0].start), int(cols[k] + box[1].start)
+
+
+def _redrawn(refiner, rgb01: np.ndarray, window: tuple[slice, slice], mask: np.ndarray, probability: np.ndarray,
+             click: tuple[int, int]) -> np.ndarray:
+    """``mask`` (inside ``window``) drawn again by the outline refiner from the click ``click``, as
+    ``Segmenter._result`` redraws a clicked object (the redrawn mask is kept inside ``window``)."""
+    shape = rgb01.shape[-2:]
+    full_mask = np.zeros((1, *shape), bool)
+    full_mask[0][window] = mask
+    full_probability = np.zeros((1, *shape), np.float32)
+    full_probability[0][window] = probability
+    clicks = [(np.array([click], np.float64), np.zeros((0, 2)))]
+    return refine_outlines(refiner, rgb01, full_mask, full_probability, clicks, [0])[0][window]
 
 
 def _window(box: tuple[slice, slice], shape: tuple[int, int]) -> tuple[slice, slice]:
