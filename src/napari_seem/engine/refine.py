@@ -20,6 +20,10 @@ nucleus and the others it covers, as a clicked cell's is
 IoU over the true cells: held-out images 9000-9019 (158 cells) 0.649 -> 0.745, the 60 evaluation
 images 2000-2059 0.650 -> 0.711.
 
+With the segmenter's outline refiner (:mod:`napari_seem.engine.outline_refiner`), the clicked
+objects of its classes are then drawn again at full resolution, as a clicked object is in
+``Segmenter.predict``: text ``nucleus``, shipped model, the 60 evaluation images 0.772 -> 0.841.
+
 Every step after the decoder works in a window around the object (its bounding box grown by its
 own size on every side), so the cost follows the objects' size, not the image's.
 """
