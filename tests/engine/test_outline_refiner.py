@@ -172,3 +172,17 @@ def test_a_file_that_is_not_a_refiner_is_named_in_a_clear_error(tmp_path):
     save_file({"w": torch.zeros(2)}, str(wrong), metadata={"width": "4", "classes": "nucleus"})
     with pytest.raises(ValueError, match="does not hold an outline refiner"):
         load_refiner(wrong)
+
+
+def test_the_segmenter_prepares_the_refiners_image_once_per_image():
+    from napari_seem.engine import Segmenter
+    from napari_seem.weights import load_shipped_model
+
+    seg = Segmenter(load_shipped_model(), device="cpu", short_side=None, text_cache_dir=None)
+    image = (np.random.default_rng(0).random((64, 96)) * 255).astype(np.uint8)
+    seg.set_image(image)
+    first = seg.refiner_image()
+    assert first.shape == (3, 64, 96) and 0 <= first.min() and first.max() <= 1
+    assert seg.refiner_image() is first  # a click does not convert the image again
+    seg.set_image(image[::-1].copy())
+    assert seg.refiner_image() is not first

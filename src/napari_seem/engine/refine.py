@@ -89,7 +89,6 @@ def refine_by_clicks(segmenter: "Segmenter", state: "_ImageState", found: Segmen
     clicks = {k: _inner_point(positions, boxes[k], k + 1, avoid=nuclei if is_cell[k] else None) for k in present}
     masks: dict[int, tuple[tuple[slice, slice], np.ndarray]] = {}  # object -> (window, its final mask there)
     redraw = segmenter.refiner is not None  # the outline refiner redraws the clicked objects of its classes
-    rgb01 = None  # the image as the refiner reads it, made once if needed
     refined_rows: list[np.ndarray] = []
     row_of: dict[int, int] = {}
     for start in range(0, len(present), chunk):
@@ -112,9 +111,8 @@ def refine_by_clicks(segmenter: "Segmenter", state: "_ImageState", found: Segmen
                 prob = expit(window_logits)
                 new = cut_at_foreign_nuclei(new, prob, click, nuclei[window], nucleus_areas=areas)
             if redraw and found.class_names[k] in segmenter.refiner.classes and new.any():
-                if rgb01 is None:
-                    rgb01 = segmenter._refiner_image(state)
-                new = _redrawn(segmenter.refiner, rgb01, window, new, expit(window_logits), clicks[k])
+                new = _redrawn(segmenter.refiner, segmenter._refiner_image(state), window, new,
+                               expit(window_logits), clicks[k])
             area, cover = int(found_mask.sum()), int((new & found_mask).sum())
             if cover >= MIN_COVER * area and new.sum() <= MAX_GROWTH * area:
                 masks[k] = (window, new)

@@ -70,6 +70,8 @@ class _ImageState:
     prepared: PreparedImage
     features: ImageFeatures
     key: str
+    #: the image as an outline refiner reads it (``[3, H, W]`` on 0..1), made at its first use
+    refiner_rgb: np.ndarray | None = None
 
 
 class Segmenter:
@@ -663,10 +665,14 @@ class Segmenter:
 
     @staticmethod
     def _refiner_image(state: _ImageState) -> np.ndarray:
-        rgb = state.prepared.rgb.float()
-        if tuple(rgb.shape[-2:]) != tuple(state.prepared.original_shape):
-            rgb = F.interpolate(rgb[None], size=state.prepared.original_shape, mode="bilinear", align_corners=False)[0]
-        return (rgb / 255.0).cpu().numpy()
+        """Made once per image: every click on a nucleus reads it."""
+        if state.refiner_rgb is None:
+            rgb = state.prepared.rgb.float()
+            if tuple(rgb.shape[-2:]) != tuple(state.prepared.original_shape):
+                rgb = F.interpolate(rgb[None], size=state.prepared.original_shape, mode="bilinear",
+                                    align_corners=False)[0]
+            state.refiner_rgb = (rgb / 255.0).cpu().numpy()
+        return state.refiner_rgb
 
     @staticmethod
     def _pixel_area(state: _ImageState) -> float:
