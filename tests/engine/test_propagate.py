@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
 from napari_seem.engine import ObjectPrompt, Segmentation
+from napari_seem.engine.connected import deepest_pixel
 from napari_seem.engine.propagate import frame_order, mask_iou
 from napari_seem.synthetic import make_sequence
 
@@ -308,3 +310,114 @@ def test_propagation_holds_only_when_asked(tiny_segmenter, movie):
     for bad in (0, 1, -0.1, "0.1"):
         with pytest.raises(ValueError, match="hold_probability"):
             list(tiny_segmenter.propagate(movie, 0, seeds, hold_probability=bad))
+
+
+class _ClickDiscRefiner(torch.nn.Module):
+    """Stands in for an outline refiner: draws a disc of radius 5 around the positive click."""
+
+    classes = ("nucleus",)
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # refine_outlines reads the device from it
+
+    def forward(self, x):
+        rows, cols = torch.meshgrid(torch.arange(x.shape[-2]), torch.arange(x.shape[-1]), indexing="ij")
+        out = []
+        for clicked in x[:, 5]:
+            r, c = torch.nonzero(clicked > 0).float().mean(0)
+            out.append(torch.where((rows - r) ** 2 + (cols - c) ** 2 <= 25, 10.0, -10.0))
+        return torch.stack(out)[:, None]
+
+
+class _RefinerSegmenter:
+    """Stands in for a Segmenter in ``redraw_outlines``."""
+
+    def __init__(self, shape):
+        self.refiner, self.shape = _ClickDiscRefiner(), shape
+
+    def mask_probabilities(self, result, k):
+        return result.masks[k].astype(np.float32)
+
+    def refiner_image(self):
+        return np.zeros((3, *self.shape), np.float32)
+
+
+def test_nuclei_are_redrawn_by_the_outline_refiner_from_a_click_at_their_deepest_pixel():
+    from napari_seem.engine.propagate import redraw_outlines
+
+    shape = (60, 80)
+    drifted = _disk(shape, (30, 30), 6) | _disk(shape, (30, 35), 3)  # a nucleus mask gone slightly off
+    masks = np.stack([drifted, drifted, drifted, np.zeros(shape, bool)])
+    result = Segmentation(masks=masks.copy(), scores=np.full(4, 0.9, np.float32),
+                          class_names=["nucleus", "nucleus", "cell", "nucleus"], class_scores=np.full(4, 0.8, np.float32),
+                          memory=np.zeros((4, 15, 20), np.float32), object_ids=np.array([1, 2, 3, 4]))
+    started = {1: ("nucleus", 100.0), 2: ("cell", 100.0), 3: ("nucleus", 100.0), 4: ("nucleus", 100.0)}
+    # only object 1: started as a nucleus and is one now (2 started as a cell, 3 is now a cell, 4 is gone)
+    assert redraw_outlines(_RefinerSegmenter(shape), result, started) == [0]
+    np.testing.assert_array_equal(result.masks[0], _disk(shape, deepest_pixel(drifted), 5))
+    np.testing.assert_array_equal(result.masks[1:], masks[1:])
+    # a redrawn outline (81 px) under LEAK_SEED_SHARE of the seed (here 200 px) is a fragment: not taken
+    result = Segmentation(masks=drifted[None].copy(), scores=np.ones(1, np.float32), class_names=["nucleus"],
+                          class_scores=np.ones(1, np.float32), memory=np.zeros((1, 15, 20), np.float32),
+                          object_ids=np.array([1]))
+    assert redraw_outlines(_RefinerSegmenter(shape), result, {1: ("nucleus", 200.0)}) == [0]
+    np.testing.assert_array_equal(result.masks[0], drifted)
+
+
+class _CytoplasmSegmenter:
+    """Stands in for a Segmenter in ``keep_cells``: a mask prompt decodes to ``mask_result``, a
+    click to ``click_result`` (a mask and a class name each); text search finds ``nuclei``."""
+
+    def __init__(self, nuclei, mask_result, click_result):
+        self.nuclei, self.results, self.prompts = nuclei, {"mask": mask_result, "click": click_result}, []
+
+    def _state(self):
+        from types import SimpleNamespace
+        return SimpleNamespace(features=SimpleNamespace(padded_size=(40, 60)))
+
+    def _nucleus_labels(self, state):
+        return self.nuclei, np.bincount(self.nuclei.ravel())
+
+    def predict(self, prompts, previous=None):
+        self.prompts.extend(prompts)
+        kind = "mask" if prompts[0].mask is not None else "click"
+        mask, name = self.results[kind]
+        n = len(prompts)
+        return Segmentation(masks=np.stack([mask] * n), scores=np.full(n, 0.7, np.float32), class_names=[name] * n,
+                            class_scores=np.full(n, 0.6, np.float32),
+                            memory=np.full((n, 10, 15), 5.0 if kind == "mask" else 7.0, np.float32))
+
+
+def test_a_cell_that_turned_into_its_nucleus_is_decoded_again_from_its_cytoplasm():
+    from napari_seem.engine.propagate import keep_cells
+
+    shape = (40, 60)
+    cell, nucleus = _disk(shape, (20, 25), 12), _disk(shape, (20, 25), 5)
+    nuclei = nucleus.astype(np.int32)
+
+    def results(names):
+        masks = np.stack([cell if name == "cell" else nucleus for name in names])
+        return Segmentation(masks=masks, scores=np.full(len(names), 0.9, np.float32), class_names=list(names),
+                            class_scores=np.full(len(names), 0.8, np.float32),
+                            memory=np.zeros((len(names), 10, 15), np.float32), object_ids=np.arange(1, len(names) + 1))
+
+    previous = results(["cell", "cell", "nucleus"])
+    now = results(["nucleus", "cell", "nucleus"])  # object 0 came out as the nucleus inside the cell
+    shifted = _disk(shape, (20, 26), 12)
+    seg = _CytoplasmSegmenter(nuclei, (shifted, "cell"), (_disk(shape, (20, 40), 12), "cell"))
+    assert keep_cells(seg, now, previous) == [0]
+    np.testing.assert_array_equal(now.masks[0], shifted)  # the mask prompt's: it overlaps the previous mask most
+    assert now.class_names == ["cell", "cell", "nucleus"] and now.scores[0] == np.float32(0.7)
+    assert (now.memory[0] == 5.0).all() and (now.memory[1:] == 0.0).all()
+    np.testing.assert_array_equal(seg.prompts[0].mask, cell & ~nucleus)  # the cytoplasm
+    assert tuple(seg.prompts[1].points[0]) not in {tuple(p) for p in np.argwhere(nucleus)}  # clicked off the nucleus
+
+    # the new decodes are no cells, or overlap the previous mask less: the mask stays the nucleus
+    for mask_result in [(shifted, "nucleus"), (_disk(shape, (20, 45), 6), "cell")]:
+        now = results(["nucleus"])
+        assert keep_cells(_CytoplasmSegmenter(nuclei, mask_result, (nucleus, "vesicle")), now, results(["cell"])) == []
+        np.testing.assert_array_equal(now.masks[0], nucleus)
+    # a cell that is nearly all nucleus: no cytoplasm to decode from
+    assert keep_cells(_CytoplasmSegmenter(nucleus.astype(np.int32) | cell, (cell, "cell"), (cell, "cell")),
+                      results(["nucleus"]), results(["cell"])) == []

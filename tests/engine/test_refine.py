@@ -183,3 +183,26 @@ def test_a_cell_is_clicked_in_its_cytoplasm_away_from_its_nucleus():
     assert c > 37                                                          # on the wide side of the ring
     whole = np.ones((60, 60), np.int32)                                    # all nucleus: no cytoplasm left
     assert _inner_point(positions, box, 1, avoid=whole) == (30, 30)
+
+
+@pytest.mark.parametrize("rows, name, kept", [
+    ((52, 54), "nucleus", False),  # a 2 px strip along the nucleus: a rim of its outline
+    ((52, 54), "cell", True),  # ... of another class: an object of its own
+    ((52, 66), "nucleus", True),  # a nucleus of its own that touches the first
+])
+def test_a_rim_along_an_object_of_its_class_is_dropped(segmenter, rows, name, kept):
+    """A found piece that hugs the outline of an object of its class painted before it (what is
+    left of SEEM's mask of that object after its outline was drawn again) is not an object."""
+    positions = np.zeros(SHAPE, np.int32)
+    positions[40:52, 40:52] = 1
+    positions[rows[0]:rows[1], 40:52] = 2
+    found = Segmentation.from_labels(positions, scores=np.array([0.9, 0.5], np.float32),
+                                     class_names=["nucleus", name], class_scores=np.full(2, 0.9, np.float32),
+                                     memory=np.zeros((2, 24, 32), np.float32), memory_index=np.arange(2))
+    with _swapped_predictor(segmenter.model, _FixedPredictor(-10.0)):  # every click mask empty: found masks stay
+        refined = refine_by_clicks(segmenter, segmenter._state(), found)
+    assert len(refined) == (2 if kept else 1)
+    np.testing.assert_array_equal(refined.mask(0), positions == 1)
+    if kept:
+        np.testing.assert_array_equal(refined.mask(1), positions == 2)
+        assert refined.class_names == ["nucleus", name]

@@ -28,6 +28,22 @@ mask (at least :data:`LEAK_COVER` of it), is not much smaller than the seed (:da
 and the propagated mask is more than :data:`LEAK_RATIO` times its size, the propagated
 mask has leaked and the click's mask (and memory) replaces it (:func:`reanchor_nuclei`).
 
+Cells stay cells (with the segmenter's ``cells_hold_one_nucleus``): the decoder, prompted with a
+cell's previous mask, sometimes returns only the nucleus inside it (named ``nucleus``), and the
+track would follow the nucleus from then on. So an object named ``cell`` on the previous frame
+that comes out named otherwise is decoded again from its previous mask's cytoplasm (its pixels
+off the nuclei text search finds on the new frame), as a mask and as a click at its deepest
+pixel; of those named ``cell``, the mask that overlaps the previous one most is taken when it
+overlaps it more than the first one does (:func:`keep_cells`).
+
+Nuclei keep their outline (with the segmenter's outline refiner,
+:mod:`~napari_seem.engine.outline_refiner`): frame by frame, the memory also lags behind a
+nucleus that moves, and the more so the less it stands out from its cytoplasm, until the mask
+slides off it. So each frame, every object that started as a ``nucleus`` and is still named as
+one of the refiner's classes is drawn again at full resolution by the refiner, from a click at its
+mask's deepest pixel, as a clicked nucleus is, unless the new outline is smaller than
+:data:`LEAK_SEED_SHARE` of the seed (:func:`redraw_outlines`).
+
 ``propagate`` is a generator: the caller shows progress per frame and cancels by no longer
 iterating (the frames done so far stay done). To correct frame ``k`` and re-propagate, call it
 again with ``start=k`` and the corrected result: only frames after ``k`` (in the chosen
@@ -40,7 +56,8 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 from scipy import ndimage
 
-from .connected import NUCLEUS, bounding_box, cut_at_negatives, deepest_pixel
+from .connected import CELL, NUCLEUS, bounding_box, cut_at_negatives, deepest_pixel
+from .outline_refiner import refine_outlines
 from .prompts import ObjectPrompt
 from .result import Segmentation
 
@@ -62,6 +79,9 @@ LEAK_RATIO = 1.3
 LEAK_COVER = 0.9
 #: ... and is at least this share of the seed's area (not a fragment of the nucleus)
 LEAK_SEED_SHARE = 0.75
+#: a cell that turned into another class is decoded again from its cytoplasm when that is at least
+#: this share of its previous mask (:func:`keep_cells`)
+CYTOPLASM_SHARE = 0.2
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -144,6 +164,8 @@ def propagate(
         for index in run:
             segmenter.set_image(np.asarray(frames[index]), normalize=normalize, channel=channel)
             nxt = _step(segmenter, active)
+            if segmenter.connected_objects and segmenter._cells_hold_nuclei():
+                keep_cells(segmenter, nxt, active)
             probability = _probabilities(segmenter, nxt)
             if max_step is not None and segmenter.connected_objects:
                 limit_motion(nxt, active, probability, max_step)
@@ -151,6 +173,8 @@ def propagate(
                 hold_shrinking(nxt, active, probability, hold_probability)
             if reanchor:
                 reanchor_nuclei(segmenter, nxt, started)
+            if segmenter.refiner is not None and segmenter.connected_objects:
+                redraw_outlines(segmenter, nxt, started)
             keep = [
                 k for k in range(len(nxt))
                 if nxt.masks[k].any()
@@ -165,12 +189,55 @@ def propagate(
 
 def _step(segmenter: "Segmenter", active: Segmentation) -> Segmentation:
     prompts = [ObjectPrompt(mask=m) for m in active.masks]
-    memory_fits = active.memory is not None and segmenter._state().features.padded_size == tuple(
-        4 * s for s in active.memory.shape[-2:]
-    )
-    result = segmenter.predict(prompts, previous=active if memory_fits else None)
+    result = segmenter.predict(prompts, previous=active if _memory_fits(segmenter, active) else None)
     result.object_ids = active.object_ids.copy()
     return result
+
+
+def _memory_fits(segmenter: "Segmenter", previous: Segmentation) -> bool:
+    """Whether ``previous``'s memory (mask logits) fits the segmenter's current image."""
+    return previous.memory is not None and segmenter._state().features.padded_size == tuple(
+        4 * s for s in previous.memory.shape[-2:]
+    )
+
+
+def keep_cells(segmenter: "Segmenter", result: Segmentation, previous: Segmentation) -> list[int]:
+    """Decode again, in place, the objects of ``result`` (on the segmenter's current image) that
+    were named ``cell`` in ``previous`` and are named otherwise now, from their previous mask's
+    cytoplasm (see the module docstring). Returns the positions of the replaced objects."""
+    switched = [k for k in range(len(result))
+                if previous.class_names[k] == CELL and result.class_names[k] != CELL and previous.masks[k].any()]
+    if not switched:
+        return []
+    nuclei, _ = segmenter._nucleus_labels(segmenter._state())
+    cytoplasm = {k: previous.masks[k] & (nuclei == 0) for k in switched}
+    switched = [k for k in switched if cytoplasm[k].sum() >= CYTOPLASM_SHARE * previous.masks[k].sum()]
+    if not switched:
+        return []
+    # two prompts per object, decoded apart (SEEM's queries attend to each other): the cytoplasm as
+    # a mask, and a click at its deepest pixel
+    before = previous.select(switched)
+    memory_before = before if _memory_fits(segmenter, before) else None
+    as_mask = segmenter.predict([ObjectPrompt(mask=cytoplasm[k]) for k in switched], previous=memory_before)
+    as_click = segmenter.predict([ObjectPrompt(points=[deepest_pixel(cytoplasm[k])]) for k in switched],
+                                 previous=memory_before)
+    memory = result.memory
+    replaced = []
+    for j, k in enumerate(switched):
+        old = previous.masks[k]
+        overlap = {i: mask_iou(again.masks[j], old) for i, again in enumerate((as_mask, as_click))
+                   if again.class_names[j] == CELL}
+        if not overlap or max(overlap.values()) <= mask_iou(result.masks[k], old):
+            continue
+        again = (as_mask, as_click)[max(overlap, key=overlap.get)]
+        result.masks[k] = again.masks[j]
+        result.scores[k] = again.scores[j]
+        result.class_names[k] = again.class_names[j]
+        result.class_scores[k] = again.class_scores[j]
+        if memory is not None and again.memory is not None:
+            memory[k] = again.memory[j]
+        replaced.append(k)
+    return replaced
 
 
 def _probabilities(segmenter: "Segmenter", result: Segmentation) -> Callable[[int], np.ndarray]:
@@ -233,6 +300,32 @@ def reanchor_nuclei(segmenter: "Segmenter", result: Segmentation,
             memory[k] = clicks.memory[j]
         replaced.append(k)
     return replaced
+
+
+def redraw_outlines(segmenter: "Segmenter", result: Segmentation, started: dict[int, tuple[str, float]]) -> list[int]:
+    """Draw again, in place, with the segmenter's outline refiner, the masks of ``result`` (on the
+    segmenter's current image) of objects that started as nuclei and are named as one of the
+    refiner's classes, from a click at each mask's deepest pixel (see the module docstring); a
+    redrawn mask smaller than :data:`LEAK_SEED_SHARE` of the seed's area (a fragment of the
+    nucleus) is not taken. ``started``: object id -> (seed class name, seed area). Returns the
+    positions of the objects the refiner was run on (it keeps a mask it disagrees with:
+    ``refine_outlines``)."""
+    refiner = segmenter.refiner
+    indices = [k for k in range(len(result))
+               if result.masks[k].any() and result.class_names[k] in refiner.classes
+               and started.get(int(result.object_ids[k]), ("", 0.0))[0] == NUCLEUS]
+    if not indices:
+        return []
+    probabilities = np.zeros(result.masks.shape, np.float32)
+    clicks = [(np.zeros((0, 2)), np.zeros((0, 2)))] * len(result)
+    for k in indices:  # read after re-anchoring, which may have replaced a mask's logits
+        probabilities[k] = segmenter.mask_probabilities(result, k)
+        clicks[k] = (np.array([deepest_pixel(result.masks[k])], np.float64), np.zeros((0, 2)))
+    redrawn = refine_outlines(refiner, segmenter.refiner_image(), result.masks, probabilities, clicks, indices)
+    for k in indices:  # a redrawn outline much smaller than the seed is a fragment of the nucleus
+        if redrawn[k].sum() >= LEAK_SEED_SHARE * started[int(result.object_ids[k])][1]:
+            result.masks[k] = redrawn[k]
+    return indices
 
 
 def limit_motion(result: Segmentation, previous: Segmentation, probability: Callable[[int], np.ndarray],

@@ -9,7 +9,10 @@ where the two agree: the new mask covers at least half of the found one and is a
 :data:`MAX_GROWTH` times its area (a click can also select a larger region, such as the cell
 around a nucleus; then the found mask stays). The new masks do not overlap: objects are painted
 in order of their score on pixels still free, and one left with less than half of its mask (two
-found pieces of one object, now the same object twice) is dropped.
+found pieces of one object, now the same object twice) is dropped, and so is one whose free
+pixels hug the outline of an object of its class painted before it (a rim that SEEM's found mask
+had and the new outline has not: left as an object, it would be a nucleus a cell's click is cut
+around).
 
 A cell's centre usually lies on its nucleus, and a click there selects the nucleus. So an object
 named ``cell`` (with the segmenter's ``cells_hold_one_nucleus`` and ``nucleus`` in its
@@ -62,6 +65,12 @@ MAX_WORK = 1 << 31
 CHUNK_PIXELS = 1 << 26
 #: a cell is clicked at least this far (px) from the nuclei, where its mask allows
 NUCLEUS_CLEARANCE = 2
+#: an object whose free pixels lie this close (px) to an object of its class painted before it ...
+RIM_WIDTH = 2
+#: ... at least this share of them, and is at most this share of that object's area ...
+RIM_SHARE = 0.8
+#: ... is a rim of that object's outline, not an object: dropped (two touching vesicles are not rims)
+RIM_MAX_AREA = 0.25
 
 
 def refine_by_clicks(segmenter: "Segmenter", state: "_ImageState", found: Segmentation, chunk: int = 32) -> Segmentation:
@@ -186,17 +195,35 @@ def _window_logits(segmenter: "Segmenter", state: "_ImageState", logits: torch.T
     return up[window[0].start - 4 * r0:window[0].stop - 4 * r0, window[1].start - 4 * c0:window[1].stop - 4 * c0].numpy()
 
 
+def _is_rim(free: np.ndarray, other: np.ndarray, other_area: int) -> bool:
+    """Whether ``free`` (an object's pixels) is a rim of ``other`` (an object of its class, of
+    ``other_area`` px in all): at least :data:`RIM_SHARE` of it within :data:`RIM_WIDTH` px of
+    ``other``, and at most :data:`RIM_MAX_AREA` of its area."""
+    size = int(free.sum())
+    if not other.any() or size > RIM_MAX_AREA * other_area:
+        return False
+    near = ndimage.binary_dilation(other, iterations=RIM_WIDTH)
+    return int((free & near).sum()) >= RIM_SHARE * size
+
+
 def _paint(found: Segmentation, masks: dict, refined_rows: list[np.ndarray], row_of: dict[int, int]) -> Segmentation:
     """One label image from the final masks, higher scores first; objects left with less than
-    :data:`MIN_KEPT` of their mask are dropped."""
+    :data:`MIN_KEPT` of their mask, and rims of an object of their class (:func:`_is_rim`), are
+    dropped."""
     positions = np.zeros(found.shape, dtype=np.int32)
     kept: list[int] = []
+    painted: list[int] = []  # each kept object's area
     for k in sorted(masks, key=lambda k: (-float(found.scores[k]), k)):
         window, mask = masks[k]
         free = mask & (positions[window] == 0)
         if free.sum() < MIN_KEPT * mask.sum() or not free.any():
             continue
+        near = np.unique(positions[window][ndimage.binary_dilation(free, iterations=RIM_WIDTH)])
+        same_class = [int(i) for i in near if i and found.class_names[kept[i - 1]] == found.class_names[k]]
+        if any(_is_rim(free, positions[window] == i, painted[i - 1]) for i in same_class):
+            continue
         kept.append(k)
+        painted.append(int(free.sum()))
         positions[window][free] = len(kept)
     order = np.argsort(kept, kind="stable")  # back to the found objects' order
     lookup = np.zeros(len(kept) + 1, dtype=np.int32)
