@@ -221,7 +221,6 @@ def keep_cells(segmenter: "Segmenter", result: Segmentation, previous: Segmentat
     as_mask = segmenter.predict([ObjectPrompt(mask=cytoplasm[k]) for k in switched], previous=memory_before)
     as_click = segmenter.predict([ObjectPrompt(points=[deepest_pixel(cytoplasm[k])]) for k in switched],
                                  previous=memory_before)
-    memory = result.memory
     replaced = []
     for j, k in enumerate(switched):
         old = previous.masks[k]
@@ -229,15 +228,21 @@ def keep_cells(segmenter: "Segmenter", result: Segmentation, previous: Segmentat
                    if again.class_names[j] == CELL}
         if not overlap or max(overlap.values()) <= mask_iou(result.masks[k], old):
             continue
-        again = (as_mask, as_click)[max(overlap, key=overlap.get)]
-        result.masks[k] = again.masks[j]
-        result.scores[k] = again.scores[j]
-        result.class_names[k] = again.class_names[j]
-        result.class_scores[k] = again.class_scores[j]
-        if memory is not None and again.memory is not None:
-            memory[k] = again.memory[j]
+        _replace(result, k, (as_mask, as_click)[max(overlap, key=overlap.get)], j)
         replaced.append(k)
     return replaced
+
+
+def _replace(result: Segmentation, k: int, source: Segmentation, j: int) -> None:
+    """Object ``k`` of ``result`` becomes, in place, object ``j`` of ``source`` (mask, score, class
+    and memory; its id stays)."""
+    result.masks[k] = source.masks[j]
+    result.scores[k] = source.scores[j]
+    result.class_names[k] = source.class_names[j]
+    result.class_scores[k] = source.class_scores[j]
+    memory = result.memory
+    if memory is not None and source.memory is not None:
+        memory[k] = source.memory[j]
 
 
 def _probabilities(segmenter: "Segmenter", result: Segmentation) -> Callable[[int], np.ndarray]:
@@ -282,7 +287,6 @@ def reanchor_nuclei(segmenter: "Segmenter", result: Segmentation,
     if not candidates:
         return []
     clicks = segmenter.predict([ObjectPrompt(points=[deepest_pixel(result.masks[k])]) for k in candidates])
-    memory = result.memory
     replaced = []
     for j, k in enumerate(candidates):
         click = clicks.masks[j]
@@ -292,12 +296,7 @@ def reanchor_nuclei(segmenter: "Segmenter", result: Segmentation,
                 or result.masks[k].sum() <= LEAK_RATIO * area
                 or np.logical_and(click, result.masks[k]).sum() < LEAK_COVER * area):
             continue
-        result.masks[k] = click
-        result.scores[k] = clicks.scores[j]
-        result.class_names[k] = clicks.class_names[j]
-        result.class_scores[k] = clicks.class_scores[j]
-        if memory is not None and clicks.memory is not None:
-            memory[k] = clicks.memory[j]
+        _replace(result, k, clicks, j)
         replaced.append(k)
     return replaced
 
