@@ -25,19 +25,12 @@ TARGETS = [  # (label, value getter, comparison, threshold)
 
 def model_refiner(model: str, choice: str):
     """The outline refiner to run ``model`` with: ``auto`` (its own), ``none`` or a file."""
-    from pathlib import Path
-
-    from napari_seem.engine.outline_refiner import REFINER_FILE, load_refiner
-    from napari_seem.weights import load_shipped_refiner
+    from napari_seem.engine.outline_refiner import load_refiner
+    from napari_seem.weights import model_refiner as own_refiner
 
     if choice == "none":
         return None
-    if choice != "auto":
-        return load_refiner(choice)
-    if Path(model).is_file():
-        beside = Path(model).with_name(REFINER_FILE)
-        return load_refiner(beside) if beside.is_file() else None
-    return load_shipped_refiner(model)
+    return own_refiner(model) if choice == "auto" else load_refiner(choice)
 
 
 def main() -> int:

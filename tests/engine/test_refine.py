@@ -206,3 +206,45 @@ def test_a_rim_along_an_object_of_its_class_is_dropped(segmenter, rows, name, ke
     if kept:
         np.testing.assert_array_equal(refined.mask(1), positions == 2)
         assert refined.class_names == ["nucleus", name]
+
+
+class _BrightNearClickRefiner(torch.nn.Module):
+    """Stands in for an outline refiner: the bright pixels (red > 0.5) within 8 px of the click."""
+
+    classes = ("nucleus",)
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # refine_outlines reads the device from it
+
+    def forward(self, x):
+        rows, cols = torch.meshgrid(torch.arange(x.shape[-2]), torch.arange(x.shape[-1]), indexing="ij")
+        out = []
+        for window in x:
+            r, c = torch.nonzero(window[5] > 0).float().mean(0)
+            near = (rows - r) ** 2 + (cols - c) ** 2 <= 64
+            out.append(torch.where(near & (window[0] > 0.5), 10.0, -10.0))
+        return torch.stack(out)[:, None]
+
+
+@pytest.mark.parametrize("centre", [(50, 60), (3, 4), (92, 117), (2, 80)])
+def test_a_redrawn_object_reads_only_the_refiners_window_and_equals_the_image_sized_path(centre):
+    """``_redrawn`` hands the refiner a window of the image, not image-sized arrays; at the image's
+    edges too (where the refiner's window reaches past it) the outline is the same."""
+    from napari_seem.engine.outline_refiner import refine_outlines
+    from napari_seem.engine.refine import _redrawn
+
+    rows, cols = np.ogrid[:SHAPE[0], :SHAPE[1]]
+    disc = (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= 36
+    rgb01 = np.where(disc, 0.9, 0.1)[None].repeat(3, 0).astype(np.float32)
+    mask = (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= 49  # one pixel too large all around
+    box = tuple(slice(int(np.nonzero(mask.any(a))[0][0]), int(np.nonzero(mask.any(a))[0][-1]) + 1) for a in (1, 0))
+    window = _window(box, SHAPE)
+    probability = np.where(mask, 0.8, 0.2).astype(np.float32)
+    click = (min(centre[0], SHAPE[0] - 1), min(centre[1], SHAPE[1] - 1))
+    refiner = _BrightNearClickRefiner()
+    local = _redrawn(refiner, rgb01, window, mask[window], probability[window], click)
+    whole = refine_outlines(refiner, rgb01, mask[None], probability[None],
+                            [(np.array([click], np.float64), np.zeros((0, 2)))], [0])[0]
+    np.testing.assert_array_equal(local, whole[window])
+    np.testing.assert_array_equal(local, disc[window])  # the refiner's outline was taken

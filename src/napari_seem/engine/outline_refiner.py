@@ -180,13 +180,13 @@ def refine_outlines(refiner: OutlineRefiner, rgb01: np.ndarray, masks: np.ndarra
     for (k, (r0, c0)), window_logits in zip(where, logits):
         positive = clicks[k][0]
         drawn = keep_clicked(window_logits > 0, positive, (r0, c0), crop(masks[k], (r0, c0)))
-        r_in, c_in = max(0, r0), max(0, c0)
-        r_end, c_end = min(h, r0 + WINDOW), min(w, c0 + WINDOW)
-        refined = np.zeros_like(masks[k])
-        refined[r_in:r_end, c_in:c_end] = drawn[r_in - r0:r_end - r0, c_in - c0:c_end - c0]
-        union = (refined | masks[k]).sum()
-        if union and (refined & masks[k]).sum() / union >= MIN_AGREEMENT:
-            out[k] = refined
+        inside = (slice(max(0, r0), min(h, r0 + WINDOW)), slice(max(0, c0), min(w, c0 + WINDOW)))
+        refined = drawn[inside[0].start - r0:inside[0].stop - r0, inside[1].start - c0:inside[1].stop - c0]
+        engine = masks[k][inside]  # all of the engine's mask: it fits in the window
+        union = (refined | engine).sum()
+        if union and (refined & engine).sum() / union >= MIN_AGREEMENT:
+            out[k] = False
+            out[k][inside] = refined
     return out
 
 

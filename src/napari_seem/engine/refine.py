@@ -44,7 +44,7 @@ from scipy.special import expit
 from .connected import CELL, cut_at_foreign_nuclei, deepest_pixel, keep_prompted_regions
 from .device import inference_context
 from .image import logits_to_original
-from .outline_refiner import refine_outlines
+from .outline_refiner import WINDOW, refine_outlines, window_for
 from .prompts import click_squares
 from .result import Segmentation
 
@@ -155,14 +155,32 @@ def _inner_point(positions: np.ndarray, box: tuple[slice, slice], value: int,
 def _redrawn(refiner, rgb01: np.ndarray, window: tuple[slice, slice], mask: np.ndarray, probability: np.ndarray,
              click: tuple[int, int]) -> np.ndarray:
     """``mask`` (inside ``window``) drawn again by the outline refiner from the click ``click``, as
-    ``Segmenter._result`` redraws a clicked object (the redrawn mask is kept inside ``window``)."""
-    shape = rgb01.shape[-2:]
-    full_mask = np.zeros((1, *shape), bool)
-    full_mask[0][window] = mask
-    full_probability = np.zeros((1, *shape), np.float32)
-    full_probability[0][window] = probability
-    clicks = [(np.array([click], np.float64), np.zeros((0, 2)))]
-    return refine_outlines(refiner, rgb01, full_mask, full_probability, clicks, [0])[0][window]
+    ``Segmenter._result`` redraws a clicked object (the redrawn mask is kept inside ``window``).
+    Only the refiner's window around the mask is handed over (no image-sized arrays per object)."""
+    origin = window_for(mask)
+    if origin is None:  # too large for the refiner: left as it is
+        return mask
+    h, w = rgb01.shape[-2:]
+    top, left = origin[0] + window[0].start, origin[1] + window[1].start
+    region = (slice(max(0, top), min(h, top + WINDOW)), slice(max(0, left), min(w, left + WINDOW)))
+    local_mask = _moved(mask, window, region)
+    local_probability = _moved(probability.astype(np.float32), window, region)
+    clicks = [(np.array([click], np.float64) - (region[0].start, region[1].start), np.zeros((0, 2)))]
+    redrawn = refine_outlines(refiner, rgb01[:, region[0], region[1]], local_mask[None], local_probability[None],
+                              clicks, [0])[0]
+    return _moved(redrawn, region, window)
+
+
+def _moved(array: np.ndarray, source: tuple[slice, slice], target: tuple[slice, slice]) -> np.ndarray:
+    """``array`` (over the image box ``source``) as an array over the image box ``target``: where
+    the two boxes overlap its values, elsewhere zeros."""
+    out = np.zeros((target[0].stop - target[0].start, target[1].stop - target[1].start), array.dtype)
+    r0, r1 = max(source[0].start, target[0].start), min(source[0].stop, target[0].stop)
+    c0, c1 = max(source[1].start, target[1].start), min(source[1].stop, target[1].stop)
+    if r0 < r1 and c0 < c1:
+        out[r0 - target[0].start:r1 - target[0].start, c0 - target[1].start:c1 - target[1].start] = \
+            array[r0 - source[0].start:r1 - source[0].start, c0 - source[1].start:c1 - source[1].start]
+    return out
 
 
 def _window(box: tuple[slice, slice], shape: tuple[int, int]) -> tuple[slice, slice]:

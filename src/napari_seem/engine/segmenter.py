@@ -51,7 +51,7 @@ from .connected import (
 from .device import inference_context, release_memory, resolve_device
 from .feature_cache import FeatureCache, image_signature, model_fingerprint
 from .image import DEFAULT_MAX_SIDE, DEFAULT_SHORT_SIDE, MAX_SCALE, Normalize, PreparedImage, logits_to_original, prepare_image
-from .outline_refiner import REFINER_FILE, OutlineRefiner, load_refiner, refine_outlines
+from .outline_refiner import OutlineRefiner, load_refiner, refine_outlines
 from .prompts import ObjectPrompt, rasterize, stack_prompts
 from .result import Segmentation
 from .vocabulary import Vocabulary, default_cache_dir
@@ -225,7 +225,7 @@ class Segmenter:
         name = default_model_name() if str(name_or_path) == AUTO else name_or_path
         model = from_pretrained(name, config=config, device="cpu")
         from ..model.config import run_settings
-        from ..weights import SHIPPED_VOCABULARIES, load_shipped_refiner
+        from ..weights import SHIPPED_VOCABULARIES, model_refiner
 
         # a model trained by napari_seem.train says how it runs (its classes, its resolution)
         for key, value in run_settings(model.cfg).items():
@@ -234,8 +234,6 @@ class Segmenter:
             # trained on 128-256 px synthetic images: use images at their own size, and its classes
             kwargs.setdefault("vocabulary", list(SHIPPED_VOCABULARIES[str(name)]))
             kwargs.setdefault("short_side", None)
-            if "refiner" not in kwargs:  # its nuclei's outlines, drawn at full resolution
-                kwargs["refiner"] = load_shipped_refiner(str(name))
             if str(name_or_path) == AUTO:
                 warnings.warn(
                     f"no official SEEM checkpoint on this machine: using the shipped preview model {name!r}, "
@@ -243,10 +241,8 @@ class Segmenter:
                     "(see napari_seem/weights/MODEL_CARD.md); install seem_focalt_v1 for real work",
                     stacklevel=2,
                 )
-        if "refiner" not in kwargs and Path(str(name)).is_file():
-            beside = Path(str(name)).with_name(REFINER_FILE)  # a training run's refiner (--refiner)
-            if beside.is_file():
-                kwargs["refiner"] = beside
+        if "refiner" not in kwargs:  # a shipped model's own, or a training run's (--refiner)
+            kwargs["refiner"] = model_refiner(name)
         if isinstance(kwargs.get("refiner"), (str, Path)):
             kwargs["refiner"] = load_refiner(kwargs["refiner"])
         segmenter = cls(model, device=device, **kwargs)

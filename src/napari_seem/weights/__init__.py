@@ -66,3 +66,16 @@ def load_shipped_refiner(name: str = "seem_tiny_synthetic"):
     if name not in SHIPPED_REFINERS or not (_HERE / SHIPPED_REFINERS[name]).is_file():
         return None
     return load_refiner(_HERE / SHIPPED_REFINERS[name])
+
+
+def model_refiner(name_or_path: str | Path):
+    """The outline refiner a model comes with: a shipped model's own (:func:`load_shipped_refiner`),
+    the ``refiner.safetensors`` beside a training run's weights file (``python -m napari_seem.train
+    --refiner``), else None."""
+    from ..engine.outline_refiner import REFINER_FILE, load_refiner
+
+    if str(name_or_path) in SHIPPED_REFINERS:
+        return load_shipped_refiner(str(name_or_path))
+    path = Path(str(name_or_path))
+    beside = path.with_name(REFINER_FILE)
+    return load_refiner(beside) if path.is_file() and beside.is_file() else None
