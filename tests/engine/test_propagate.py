@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-import torch
-
 from napari_seem.engine import ObjectPrompt, Segmentation
 from napari_seem.engine.connected import deepest_pixel
 from napari_seem.engine.propagate import frame_order, mask_iou
 from napari_seem.synthetic import make_sequence
+from refiner_stub import ClickDiscRefiner
 
 
 @pytest.fixture(scope="module")
@@ -312,29 +311,11 @@ def test_propagation_holds_only_when_asked(tiny_segmenter, movie):
             list(tiny_segmenter.propagate(movie, 0, seeds, hold_probability=bad))
 
 
-class _ClickDiscRefiner(torch.nn.Module):
-    """Stands in for an outline refiner: draws a disc of radius 5 around the positive click."""
-
-    classes = ("nucleus",)
-
-    def __init__(self):
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(1))  # refine_outlines reads the device from it
-
-    def forward(self, x):
-        rows, cols = torch.meshgrid(torch.arange(x.shape[-2]), torch.arange(x.shape[-1]), indexing="ij")
-        out = []
-        for clicked in x[:, 5]:
-            r, c = torch.nonzero(clicked > 0).float().mean(0)
-            out.append(torch.where((rows - r) ** 2 + (cols - c) ** 2 <= 25, 10.0, -10.0))
-        return torch.stack(out)[:, None]
-
-
 class _RefinerSegmenter:
     """Stands in for a Segmenter in ``redraw_outlines``."""
 
     def __init__(self, shape):
-        self.refiner, self.shape = _ClickDiscRefiner(), shape
+        self.refiner, self.shape = ClickDiscRefiner(5), shape
 
     def mask_probabilities(self, result, k):
         return result.masks[k].astype(np.float32)

@@ -10,6 +10,7 @@ from napari_seem.engine import ObjectPrompt, Segmentation, Segmenter
 from napari_seem.engine.image import logits_to_original
 from napari_seem.engine.refine import NUCLEUS_CLEARANCE, _inner_point, _window, _window_logits, refine_by_clicks
 from napari_seem.synthetic import make_image
+from refiner_stub import ClickDiscRefiner
 
 SHAPE = (96, 120)
 
@@ -208,25 +209,6 @@ def test_a_rim_along_an_object_of_its_class_is_dropped(segmenter, rows, name, ke
         assert refined.class_names == ["nucleus", name]
 
 
-class _BrightNearClickRefiner(torch.nn.Module):
-    """Stands in for an outline refiner: the bright pixels (red > 0.5) within 8 px of the click."""
-
-    classes = ("nucleus",)
-
-    def __init__(self):
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(1))  # refine_outlines reads the device from it
-
-    def forward(self, x):
-        rows, cols = torch.meshgrid(torch.arange(x.shape[-2]), torch.arange(x.shape[-1]), indexing="ij")
-        out = []
-        for window in x:
-            r, c = torch.nonzero(window[5] > 0).float().mean(0)
-            near = (rows - r) ** 2 + (cols - c) ** 2 <= 64
-            out.append(torch.where(near & (window[0] > 0.5), 10.0, -10.0))
-        return torch.stack(out)[:, None]
-
-
 @pytest.mark.parametrize("centre", [(50, 60), (3, 4), (92, 117), (2, 80)])
 def test_a_redrawn_object_reads_only_the_refiners_window_and_equals_the_image_sized_path(centre):
     """``_redrawn`` hands the refiner a window of the image, not image-sized arrays; at the image's
@@ -242,7 +224,7 @@ def test_a_redrawn_object_reads_only_the_refiners_window_and_equals_the_image_si
     window = _window(box, SHAPE)
     probability = np.where(mask, 0.8, 0.2).astype(np.float32)
     click = (min(centre[0], SHAPE[0] - 1), min(centre[1], SHAPE[1] - 1))
-    refiner = _BrightNearClickRefiner()
+    refiner = ClickDiscRefiner(8, bright_only=True)
     local = _redrawn(refiner, rgb01, window, mask[window], probability[window], click)
     whole = refine_outlines(refiner, rgb01, mask[None], probability[None],
                             [(np.array([click], np.float64), np.zeros((0, 2)))], [0])[0]
