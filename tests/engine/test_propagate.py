@@ -278,6 +278,44 @@ def test_a_nucleus_that_leaked_into_its_cell_is_reanchored_from_a_click():
     assert reanchor_nuclei(seg, fresh(), {}) == []                        # no seed class known
 
 
+def test_a_nucleus_that_grew_into_its_cell_is_decoded_again_from_a_click():
+    from napari_seem.engine.propagate import keep_nuclei
+
+    shape = (40, 60)
+    nucleus, cell = _disk(shape, (20, 20), 6), _disk(shape, (20, 24), 12)
+
+    def objects(masks, names, ids):
+        n = len(names)
+        return Segmentation(masks=np.stack(masks), scores=np.full(n, 0.5, np.float32), class_names=list(names),
+                            class_scores=np.full(n, 0.5, np.float32), memory=np.zeros((n, 10, 15), np.float32),
+                            object_ids=np.array(ids))
+
+    started = {1: ("nucleus", float(nucleus.sum())), 2: ("nucleus", float(nucleus.sum())),
+               3: ("cell", float(cell.sum()))}
+    previous = objects([nucleus, nucleus, nucleus], ["nucleus", "nucleus", "nucleus"], [1, 2, 3])
+    # 1 grew into its cell (named cell), 2 is still named a nucleus, 3 started as a cell
+    now = objects([cell, cell, cell], ["cell", "nucleus", "cell"], [1, 2, 3])
+    seg = _ClickSegmenter(_disk(shape, (20, 21), 6))
+    assert keep_nuclei(seg, now, previous, started) == [0]
+    np.testing.assert_array_equal(now.masks[0], _disk(shape, (20, 21), 6))
+    assert now.class_names == ["nucleus", "nucleus", "cell"] and (now.memory[0] == 3.0).all()
+    np.testing.assert_array_equal(now.masks[1:], np.stack([cell, cell]))
+    assert seg.clicks == [deepest_pixel(nucleus)]   # one click, at the previous mask's deepest pixel
+
+    def fresh(mask=cell, name="cell"):
+        return objects([mask], [name], [1])
+
+    one = previous.select([0])
+    assert keep_nuclei(_ClickSegmenter(nucleus, "cell"), fresh(), one, started) == []     # the click finds a cell
+    assert keep_nuclei(_ClickSegmenter(_disk(shape, (20, 45), 6)), fresh(), one, started) == []  # elsewhere
+    slightly = nucleus | _disk(shape, (20, 21), 6)                                         # ~1.1x: not grown enough
+    assert slightly.sum() < 1.3 * nucleus.sum()
+    assert keep_nuclei(_ClickSegmenter(nucleus), fresh(slightly), one, started) == []
+    was_cell = objects([nucleus], ["cell"], [1])
+    assert keep_nuclei(_ClickSegmenter(nucleus), fresh(), was_cell, started) == []         # not a nucleus before
+    assert keep_nuclei(_ClickSegmenter(nucleus), fresh(), one, {}) == []                   # no seed class known
+
+
 def test_hold_shrinking_keeps_the_previous_pixels_that_are_still_likely():
     from napari_seem.engine.propagate import hold_shrinking
 
@@ -344,6 +382,35 @@ def test_nuclei_are_redrawn_by_the_outline_refiner_from_a_click_at_their_deepest
                           object_ids=np.array([1]))
     assert redraw_outlines(_RefinerSegmenter(shape), result, {1: ("nucleus", 200.0)}) == [0]
     np.testing.assert_array_equal(result.masks[0], drifted)
+
+
+def test_near_the_edge_a_redrawn_nucleus_is_compared_with_its_last_outline_not_the_seed():
+    from napari_seem.engine.propagate import EDGE_MARGIN, redraw_outlines
+
+    shape = (60, 80)
+
+    def one(mask):
+        return Segmentation(masks=mask[None].copy(), scores=np.ones(1, np.float32), class_names=["nucleus"],
+                            class_scores=np.ones(1, np.float32), memory=np.zeros((1, 15, 20), np.float32),
+                            object_ids=np.array([1]))
+
+    seed = {1: ("nucleus", 200.0)}   # the refiner draws 81 px discs: under 75 % of the seed
+    at_edge = _disk(shape, (8, 30), 7)
+    centre = deepest_pixel(at_edge)
+    assert centre[0] - 5 <= EDGE_MARGIN           # the redrawn disc reaches the edge margin
+    result = one(at_edge)
+    drawn = {1: 100.0}                            # the last outline drawn for it: 81 >= 0.75 * 100
+    redraw_outlines(_RefinerSegmenter(shape), result, seed, drawn)
+    np.testing.assert_array_equal(result.masks[0], _disk(shape, centre, 5))
+    assert drawn == {1: 81.0}
+    for drawn in ({1: 150.0}, {}):              # ... a fragment of that, or nothing drawn yet: the seed's bound
+        result = one(at_edge)
+        redraw_outlines(_RefinerSegmenter(shape), result, seed, drawn)
+        np.testing.assert_array_equal(result.masks[0], at_edge)
+    inside = _disk(shape, (30, 40), 7)            # away from the edge: always the seed's bound
+    result = one(inside)
+    redraw_outlines(_RefinerSegmenter(shape), result, seed, {1: 100.0})
+    np.testing.assert_array_equal(result.masks[0], inside)
 
 
 class _CytoplasmSegmenter:

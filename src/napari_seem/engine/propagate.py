@@ -36,13 +36,23 @@ off the nuclei text search finds on the new frame), as a mask and as a click at 
 pixel; of those named ``cell``, the mask that overlaps the previous one most is taken when it
 overlaps it more than the first one does (:func:`keep_cells`).
 
+Nuclei stay nuclei (with ``shape_priors``): the other way round, a nucleus's mask sometimes comes
+out grown into its cell and named ``cell``. So an object that started as a ``nucleus``, was named
+so on the previous frame and now comes out named otherwise and more than :data:`LEAK_RATIO` times
+its previous size is decoded again from one click at its previous mask's deepest pixel (no
+memory); that click's mask is taken when it is named ``nucleus`` and overlaps the previous mask
+more than the first one does (:func:`keep_nuclei`).
+
 Nuclei keep their outline (with the segmenter's outline refiner,
 :mod:`~napari_seem.engine.outline_refiner`): frame by frame, the memory also lags behind a
 nucleus that moves, and the more so the less it stands out from its cytoplasm, until the mask
 slides off it. So each frame, every object that started as a ``nucleus`` and is still named as
 one of the refiner's classes is drawn again at full resolution by the refiner, from a click at its
 mask's deepest pixel, as a clicked nucleus is, unless the new outline is smaller than
-:data:`LEAK_SEED_SHARE` of the seed (:func:`redraw_outlines`).
+:data:`LEAK_SEED_SHARE` of the seed (:func:`redraw_outlines`). A nucleus that leaves the image
+shrinks as it goes, so for an outline within :data:`EDGE_MARGIN` pixels of the image's edge the
+bound is that share of the last outline the refiner drew for the object, where that is smaller
+than the seed.
 
 ``propagate`` is a generator: the caller shows progress per frame and cancels by no longer
 iterating (the frames done so far stay done). To correct frame ``k`` and re-propagate, call it
@@ -82,6 +92,10 @@ LEAK_SEED_SHARE = 0.75
 #: a cell that turned into another class is decoded again from its cytoplasm when that is at least
 #: this share of its previous mask (:func:`keep_cells`)
 CYTOPLASM_SHARE = 0.2
+#: an outline with a pixel this close to the image's edge (in pixels) may be a nucleus leaving the
+#: image (:func:`redraw_outlines`); SEEM's masks, decoded at 1/4 resolution, can stop a few pixels
+#: short of the edge
+EDGE_MARGIN = 4
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -161,11 +175,14 @@ def propagate(
     reanchor = segmenter.connected_objects and segmenter.shape_priors
     for run in runs:
         active = seeds
+        drawn: dict[int, float] = {}  # object id -> area of the last outline the refiner drew for it
         for index in run:
             segmenter.set_image(np.asarray(frames[index]), normalize=normalize, channel=channel)
             nxt = _step(segmenter, active)
             if segmenter.connected_objects and segmenter._cells_hold_nuclei():
                 keep_cells(segmenter, nxt, active)
+            if reanchor:
+                keep_nuclei(segmenter, nxt, active, started)
             probability = _probabilities(segmenter, nxt)
             if max_step is not None and segmenter.connected_objects:
                 limit_motion(nxt, active, probability, max_step)
@@ -174,7 +191,7 @@ def propagate(
             if reanchor:
                 reanchor_nuclei(segmenter, nxt, started)
             if segmenter.refiner is not None and segmenter.connected_objects:
-                redraw_outlines(segmenter, nxt, started)
+                redraw_outlines(segmenter, nxt, started, drawn)
             keep = [
                 k for k in range(len(nxt))
                 if nxt.masks[k].any()
@@ -229,6 +246,30 @@ def keep_cells(segmenter: "Segmenter", result: Segmentation, previous: Segmentat
         if not overlap or max(overlap.values()) <= mask_iou(result.masks[k], old):
             continue
         _replace(result, k, (as_mask, as_click)[max(overlap, key=overlap.get)], j)
+        replaced.append(k)
+    return replaced
+
+
+def keep_nuclei(segmenter: "Segmenter", result: Segmentation, previous: Segmentation,
+                started: dict[int, tuple[str, float]]) -> list[int]:
+    """Decode again, in place, the objects of ``result`` (on the segmenter's current image) that
+    started as nuclei, were named ``nucleus`` in ``previous`` and now are named otherwise and more
+    than :data:`LEAK_RATIO` times their previous size, from one click at their previous mask's
+    deepest pixel (no memory; see the module docstring). ``started``: object id -> (seed class
+    name, seed area). Returns the positions of the replaced objects."""
+    switched = [k for k in range(len(result))
+                if started.get(int(result.object_ids[k]), ("", 0.0))[0] == NUCLEUS
+                and previous.class_names[k] == NUCLEUS and result.class_names[k] != NUCLEUS
+                and previous.masks[k].any() and result.masks[k].sum() > LEAK_RATIO * previous.masks[k].sum()]
+    if not switched:
+        return []
+    clicks = segmenter.predict([ObjectPrompt(points=[deepest_pixel(previous.masks[k])]) for k in switched])
+    replaced = []
+    for j, k in enumerate(switched):
+        old = previous.masks[k]
+        if clicks.class_names[j] != NUCLEUS or mask_iou(clicks.masks[j], old) <= mask_iou(result.masks[k], old):
+            continue
+        _replace(result, k, clicks, j)
         replaced.append(k)
     return replaced
 
@@ -301,14 +342,17 @@ def reanchor_nuclei(segmenter: "Segmenter", result: Segmentation,
     return replaced
 
 
-def redraw_outlines(segmenter: "Segmenter", result: Segmentation, started: dict[int, tuple[str, float]]) -> list[int]:
+def redraw_outlines(segmenter: "Segmenter", result: Segmentation, started: dict[int, tuple[str, float]],
+                    drawn: dict[int, float] | None = None) -> list[int]:
     """Draw again, in place, with the segmenter's outline refiner, the masks of ``result`` (on the
     segmenter's current image) of objects that started as nuclei and are named as one of the
     refiner's classes, from a click at each mask's deepest pixel (see the module docstring); a
     redrawn mask smaller than :data:`LEAK_SEED_SHARE` of the seed's area (a fragment of the
-    nucleus) is not taken. ``started``: object id -> (seed class name, seed area). Returns the
-    positions of the objects the refiner was run on (it keeps a mask it disagrees with:
-    ``refine_outlines``)."""
+    nucleus) is not taken. ``started``: object id -> (seed class name, seed area). ``drawn``
+    (updated in place): object id -> area of the last outline taken for it; near the image's edge
+    (:data:`EDGE_MARGIN`) the bound is that share of the smaller of the seed's and that area.
+    Returns the positions of the objects the refiner was run on (it keeps a mask it disagrees
+    with: ``refine_outlines``)."""
     refiner = segmenter.refiner
     indices = [k for k in range(len(result))
                if result.masks[k].any() and result.class_names[k] in refiner.classes
@@ -321,10 +365,23 @@ def redraw_outlines(segmenter: "Segmenter", result: Segmentation, started: dict[
         probabilities[k] = segmenter.mask_probabilities(result, k)
         clicks[k] = (np.array([deepest_pixel(result.masks[k])], np.float64), np.zeros((0, 2)))
     redrawn = refine_outlines(refiner, segmenter.refiner_image(), result.masks, probabilities, clicks, indices)
+    drawn = {} if drawn is None else drawn
     for k in indices:  # a redrawn outline much smaller than the seed is a fragment of the nucleus
-        if redrawn[k].sum() >= LEAK_SEED_SHARE * started[int(result.object_ids[k])][1]:
+        oid = int(result.object_ids[k])
+        bound = started[oid][1]
+        if near_edge(redrawn[k], EDGE_MARGIN):  # ... unless the nucleus is leaving the image
+            bound = min(bound, drawn.get(oid, bound))
+        area = float(redrawn[k].sum())
+        if area >= LEAK_SEED_SHARE * bound:
             result.masks[k] = redrawn[k]
+            drawn[oid] = area
     return indices
+
+
+def near_edge(mask: np.ndarray, margin: int) -> bool:
+    """Whether ``mask`` has a pixel within ``margin`` pixels of the image's edge."""
+    m = margin + 1
+    return bool(mask[:m].any() or mask[-m:].any() or mask[:, :m].any() or mask[:, -m:].any())
 
 
 def limit_motion(result: Segmentation, previous: Segmentation, probability: Callable[[int], np.ndarray],
