@@ -278,44 +278,6 @@ def test_a_nucleus_that_leaked_into_its_cell_is_reanchored_from_a_click():
     assert reanchor_nuclei(seg, fresh(), {}) == []                        # no seed class known
 
 
-def test_a_nucleus_that_grew_into_its_cell_is_decoded_again_from_a_click():
-    from napari_seem.engine.propagate import keep_nuclei
-
-    shape = (40, 60)
-    nucleus, cell = _disk(shape, (20, 20), 6), _disk(shape, (20, 24), 12)
-
-    def objects(masks, names, ids):
-        n = len(names)
-        return Segmentation(masks=np.stack(masks), scores=np.full(n, 0.5, np.float32), class_names=list(names),
-                            class_scores=np.full(n, 0.5, np.float32), memory=np.zeros((n, 10, 15), np.float32),
-                            object_ids=np.array(ids))
-
-    started = {1: ("nucleus", float(nucleus.sum())), 2: ("nucleus", float(nucleus.sum())),
-               3: ("cell", float(cell.sum()))}
-    previous = objects([nucleus, nucleus, nucleus], ["nucleus", "nucleus", "nucleus"], [1, 2, 3])
-    # 1 grew into its cell (named cell), 2 is still named a nucleus, 3 started as a cell
-    now = objects([cell, cell, cell], ["cell", "nucleus", "cell"], [1, 2, 3])
-    seg = _ClickSegmenter(_disk(shape, (20, 21), 6))
-    assert keep_nuclei(seg, now, previous, started) == [0]
-    np.testing.assert_array_equal(now.masks[0], _disk(shape, (20, 21), 6))
-    assert now.class_names == ["nucleus", "nucleus", "cell"] and (now.memory[0] == 3.0).all()
-    np.testing.assert_array_equal(now.masks[1:], np.stack([cell, cell]))
-    assert seg.clicks == [deepest_pixel(nucleus)]   # one click, at the previous mask's deepest pixel
-
-    def fresh(mask=cell, name="cell"):
-        return objects([mask], [name], [1])
-
-    one = previous.select([0])
-    assert keep_nuclei(_ClickSegmenter(nucleus, "cell"), fresh(), one, started) == []     # the click finds a cell
-    assert keep_nuclei(_ClickSegmenter(_disk(shape, (20, 45), 6)), fresh(), one, started) == []  # elsewhere
-    slightly = nucleus | _disk(shape, (20, 21), 6)                                         # ~1.1x: not grown enough
-    assert slightly.sum() < 1.3 * nucleus.sum()
-    assert keep_nuclei(_ClickSegmenter(nucleus), fresh(slightly), one, started) == []
-    was_cell = objects([nucleus], ["cell"], [1])
-    assert keep_nuclei(_ClickSegmenter(nucleus), fresh(), was_cell, started) == []         # not a nucleus before
-    assert keep_nuclei(_ClickSegmenter(nucleus), fresh(), one, {}) == []                   # no seed class known
-
-
 def test_hold_shrinking_keeps_the_previous_pixels_that_are_still_likely():
     from napari_seem.engine.propagate import hold_shrinking
 

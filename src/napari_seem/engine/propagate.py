@@ -36,13 +36,6 @@ off the nuclei text search finds on the new frame), as a mask and as a click at 
 pixel; of those named ``cell``, the mask that overlaps the previous one most is taken when it
 overlaps it more than the first one does (:func:`keep_cells`).
 
-Nuclei stay nuclei (with ``shape_priors``): the other way round, a nucleus's mask sometimes comes
-out grown into its cell and named ``cell``. So an object that started as a ``nucleus``, was named
-so on the previous frame and now comes out named otherwise and more than :data:`LEAK_RATIO` times
-its previous size is decoded again from one click at its previous mask's deepest pixel (no
-memory); that click's mask is taken when it is named ``nucleus`` and overlaps the previous mask
-more than the first one does (:func:`keep_nuclei`).
-
 Nuclei keep their outline (with the segmenter's outline refiner,
 :mod:`~napari_seem.engine.outline_refiner`): frame by frame, the memory also lags behind a
 nucleus that moves, and the more so the less it stands out from its cytoplasm, until the mask
@@ -181,8 +174,6 @@ def propagate(
             nxt = _step(segmenter, active)
             if segmenter.connected_objects and segmenter._cells_hold_nuclei():
                 keep_cells(segmenter, nxt, active)
-            if reanchor:
-                keep_nuclei(segmenter, nxt, active, started)
             probability = _probabilities(segmenter, nxt)
             if max_step is not None and segmenter.connected_objects:
                 limit_motion(nxt, active, probability, max_step)
@@ -246,30 +237,6 @@ def keep_cells(segmenter: "Segmenter", result: Segmentation, previous: Segmentat
         if not overlap or max(overlap.values()) <= mask_iou(result.masks[k], old):
             continue
         _replace(result, k, (as_mask, as_click)[max(overlap, key=overlap.get)], j)
-        replaced.append(k)
-    return replaced
-
-
-def keep_nuclei(segmenter: "Segmenter", result: Segmentation, previous: Segmentation,
-                started: dict[int, tuple[str, float]]) -> list[int]:
-    """Decode again, in place, the objects of ``result`` (on the segmenter's current image) that
-    started as nuclei, were named ``nucleus`` in ``previous`` and now are named otherwise and more
-    than :data:`LEAK_RATIO` times their previous size, from one click at their previous mask's
-    deepest pixel (no memory; see the module docstring). ``started``: object id -> (seed class
-    name, seed area). Returns the positions of the replaced objects."""
-    switched = [k for k in range(len(result))
-                if started.get(int(result.object_ids[k]), ("", 0.0))[0] == NUCLEUS
-                and previous.class_names[k] == NUCLEUS and result.class_names[k] != NUCLEUS
-                and previous.masks[k].any() and result.masks[k].sum() > LEAK_RATIO * previous.masks[k].sum()]
-    if not switched:
-        return []
-    clicks = segmenter.predict([ObjectPrompt(points=[deepest_pixel(previous.masks[k])]) for k in switched])
-    replaced = []
-    for j, k in enumerate(switched):
-        old = previous.masks[k]
-        if clicks.class_names[j] != NUCLEUS or mask_iou(clicks.masks[j], old) <= mask_iou(result.masks[k], old):
-            continue
-        _replace(result, k, clicks, j)
         replaced.append(k)
     return replaced
 
