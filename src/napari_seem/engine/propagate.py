@@ -326,21 +326,21 @@ def redraw_outlines(segmenter: "Segmenter", result: Segmentation, started: dict[
                and started.get(int(result.object_ids[k]), ("", 0.0))[0] == NUCLEUS]
     if not indices:
         return []
-    probabilities = np.zeros(result.masks.shape, np.float32)
-    clicks = [(np.zeros((0, 2)), np.zeros((0, 2)))] * len(result)
-    for k in indices:  # read after re-anchoring, which may have replaced a mask's logits
-        probabilities[k] = segmenter.mask_probabilities(result, k)
-        clicks[k] = (np.array([deepest_pixel(result.masks[k])], np.float64), np.zeros((0, 2)))
-    redrawn = refine_outlines(refiner, segmenter.refiner_image(), result.masks, probabilities, clicks, indices)
+    # only these objects' arrays (not one image-sized probability per object of the result);
+    # read after re-anchoring, which may have replaced a mask's logits
+    probabilities = np.stack([segmenter.mask_probabilities(result, k) for k in indices])
+    clicks = [(np.array([deepest_pixel(result.masks[k])], np.float64), np.zeros((0, 2))) for k in indices]
+    redrawn = refine_outlines(refiner, segmenter.refiner_image(), result.masks[indices], probabilities, clicks,
+                              range(len(indices)))
     drawn = {} if drawn is None else drawn
-    for k in indices:  # a redrawn outline much smaller than the seed is a fragment of the nucleus
+    for j, k in enumerate(indices):  # a redrawn outline much smaller than the seed is a fragment of the nucleus
         oid = int(result.object_ids[k])
         bound = started[oid][1]
-        if near_edge(redrawn[k], EDGE_MARGIN):  # ... unless the nucleus is leaving the image
+        if near_edge(redrawn[j], EDGE_MARGIN):  # ... unless the nucleus is leaving the image
             bound = min(bound, drawn.get(oid, bound))
-        area = float(redrawn[k].sum())
+        area = float(redrawn[j].sum())
         if area >= LEAK_SEED_SHARE * bound:
-            result.masks[k] = redrawn[k]
+            result.masks[k] = redrawn[j]
             drawn[oid] = area
     return indices
 
