@@ -334,10 +334,20 @@ def test_nuclei_are_redrawn_by_the_outline_refiner_from_a_click_at_their_deepest
                           class_names=["nucleus", "nucleus", "cell", "nucleus"], class_scores=np.full(4, 0.8, np.float32),
                           memory=np.zeros((4, 15, 20), np.float32), object_ids=np.array([1, 2, 3, 4]))
     started = {1: ("nucleus", 100.0), 2: ("cell", 100.0), 3: ("nucleus", 100.0), 4: ("nucleus", 100.0)}
-    # only object 1: started as a nucleus and is one now (2 started as a cell, 3 is now a cell, 4 is gone)
-    assert redraw_outlines(_RefinerSegmenter(shape), result, started) == [0]
-    np.testing.assert_array_equal(result.masks[0], _disk(shape, deepest_pixel(drifted), 5))
-    np.testing.assert_array_equal(result.masks[1:], masks[1:])
+    # objects 1 and 3: they started as nuclei, whatever they are named now (2 started as a cell, 4 is gone)
+    assert redraw_outlines(_RefinerSegmenter(shape), result, started) == [0, 2]
+    for k in (0, 2):
+        np.testing.assert_array_equal(result.masks[k], _disk(shape, deepest_pixel(drifted), 5))
+    np.testing.assert_array_equal(result.masks[[1, 3]], masks[[1, 3]])
+    assert result.class_names == ["nucleus", "nucleus", "cell", "nucleus"]  # names are the decoder's
+    # a refiner of other classes draws no nuclei
+    segmenter = _RefinerSegmenter(shape)
+    segmenter.refiner.classes = ("cell",)
+    result = Segmentation(masks=masks.copy(), scores=np.full(4, 0.9, np.float32),
+                          class_names=["nucleus", "nucleus", "cell", "nucleus"], class_scores=np.full(4, 0.8, np.float32),
+                          memory=np.zeros((4, 15, 20), np.float32), object_ids=np.array([1, 2, 3, 4]))
+    assert redraw_outlines(segmenter, result, started) == []
+    np.testing.assert_array_equal(result.masks, masks)
     # a redrawn outline (81 px) under LEAK_SEED_SHARE of the seed (here 200 px) is a fragment: not taken
     result = Segmentation(masks=drifted[None].copy(), scores=np.ones(1, np.float32), class_names=["nucleus"],
                           class_scores=np.ones(1, np.float32), memory=np.zeros((1, 15, 20), np.float32),

@@ -8,7 +8,8 @@ import torch
 from napari_seem.engine import Segmenter
 from napari_seem.engine.outline_refiner import CHANNELS, WINDOW, OutlineRefiner, load_refiner
 from napari_seem.train.__main__ import main
-from napari_seem.train.refiner import refiner_samples, train_refiner
+from napari_seem.engine.connected import deepest_pixel
+from napari_seem.train.refiner import _image_plan, _sequence_plan, refiner_samples, train_refiner
 from napari_seem.weights import shipped_model_path
 
 
@@ -32,6 +33,27 @@ def test_windows_hold_the_engine_mask_the_clicks_and_the_true_object():
         assert (positive[k] & y[k]).any()  # the first click is on the object
     image = x[:, :3].astype(np.float32)
     assert 0 <= image.min() and image.max() <= 1.0
+
+
+def test_time_lapse_windows_hold_a_propagated_mask_and_a_click_at_its_deepest_pixel():
+    # as the propagation's redraw builds them: the propagated mask, one click at its deepest pixel
+    x, y = refiner_samples("seem_tiny_synthetic", None, 0, seed=3, sequences=1, workers=1)
+    x2, y2 = refiner_samples("seem_tiny_synthetic", None, 0, seed=3, sequences=1, workers=2)
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
+    assert x.dtype == np.float16 and x.shape[1:] == (len(CHANNELS), WINDOW, WINDOW) and y.shape == (len(x), WINDOW, WINDOW)
+    assert len(x) >= 19  # at least one nucleus followed through the 19 frames after the first
+    mask = x[:, CHANNELS.index("mask")] > 0.5
+    positive = x[:, CHANNELS.index("positive")] > 0.5
+    assert not x[:, CHANNELS.index("negative")].any()
+    for k in range(len(x)):
+        r, c = deepest_pixel(mask[k])
+        assert positive[k, r, c] and y[k, r, c]  # the click, at the mask's deepest pixel, is on the object
+        rows, cols = np.nonzero(positive[k])
+        assert abs(rows.mean() - r) < 1 and abs(cols.mean() - c) < 1  # one click, there
+    # windows from time-lapses of training seeds, apart from the images' seeds
+    sequences = [s for _, s, _ in _sequence_plan(50, 9, (192, 224, 256))]
+    assert min(sequences) >= 2 ** 20 and not set(sequences) & {s for _, s, _ in _image_plan(800, 9, (192, 224, 256))}
 
 
 def test_refiner_training_is_deterministic_and_learns():
@@ -63,8 +85,8 @@ def test_refiner_training_is_deterministic_and_learns():
 
 
 def test_cli_trains_a_refiner_that_from_pretrained_loads_beside_the_model(tmp_path):
-    main(["--refiner", "--refiner-images", "1", "--steps", "2", "--workers", "1", "--threads", "1",
-          "--seed", "3", "--out", str(tmp_path)])
+    main(["--refiner", "--refiner-images", "1", "--refiner-sequences", "1", "--steps", "2", "--workers", "1",
+          "--threads", "1", "--seed", "3", "--out", str(tmp_path)])
     refiner = load_refiner(tmp_path / "refiner.safetensors")
     assert refiner.classes == ("nucleus",)
     seg = Segmenter.from_pretrained("seem_tiny_synthetic", device="cpu", refiner=tmp_path / "refiner.safetensors")

@@ -36,13 +36,14 @@ off the nuclei text search finds on the new frame), as a mask and as a click at 
 pixel; of those named ``cell``, the mask that overlaps the previous one most is taken when it
 overlaps it more than the first one does (:func:`keep_cells`).
 
-Nuclei keep their outline (with the segmenter's outline refiner,
+Nuclei keep their outline (with the segmenter's outline refiner, when it refines nuclei,
 :mod:`~napari_seem.engine.outline_refiner`): frame by frame, the memory also lags behind a
 nucleus that moves, and the more so the less it stands out from its cytoplasm, until the mask
-slides off it. So each frame, every object that started as a ``nucleus`` and is still named as
-one of the refiner's classes is drawn again at full resolution by the refiner, from a click at its
-mask's deepest pixel, as a clicked nucleus is, unless the new outline is smaller than
-:data:`LEAK_SEED_SHARE` of the seed (:func:`redraw_outlines`). A nucleus that leaves the image
+slides off it. So each frame, every object that started as a ``nucleus`` is drawn again at full
+resolution by the refiner, from a click at its mask's deepest pixel, as a clicked nucleus is,
+unless the new outline is smaller than :data:`LEAK_SEED_SHARE` of the seed
+(:func:`redraw_outlines`). It is a nucleus whatever SEEM names its mask on this frame: a nucleus
+whose mask grows into its cell comes out named ``cell``, and redrawn it stays the nucleus. A nucleus that leaves the image
 shrinks as it goes, so for an outline within :data:`EDGE_MARGIN` pixels of the image's edge the
 bound is that share of the last outline the refiner drew for the object, where that is smaller
 than the seed.
@@ -311,9 +312,9 @@ def reanchor_nuclei(segmenter: "Segmenter", result: Segmentation,
 
 def redraw_outlines(segmenter: "Segmenter", result: Segmentation, started: dict[int, tuple[str, float]],
                     drawn: dict[int, float] | None = None) -> list[int]:
-    """Draw again, in place, with the segmenter's outline refiner, the masks of ``result`` (on the
-    segmenter's current image) of objects that started as nuclei and are named as one of the
-    refiner's classes, from a click at each mask's deepest pixel (see the module docstring); a
+    """Draw again, in place, with the segmenter's outline refiner (when it refines nuclei), the
+    masks of ``result`` (on the segmenter's current image) of objects that started as nuclei,
+    whatever they are named now, from a click at each mask's deepest pixel (see the module docstring); a
     redrawn mask smaller than :data:`LEAK_SEED_SHARE` of the seed's area (a fragment of the
     nucleus) is not taken. ``started``: object id -> (seed class name, seed area). ``drawn``
     (updated in place): object id -> area of the last outline taken for it; near the image's edge
@@ -322,9 +323,8 @@ def redraw_outlines(segmenter: "Segmenter", result: Segmentation, started: dict[
     with: ``refine_outlines``)."""
     refiner = segmenter.refiner
     indices = [k for k in range(len(result))
-               if result.masks[k].any() and result.class_names[k] in refiner.classes
-               and started.get(int(result.object_ids[k]), ("", 0.0))[0] == NUCLEUS]
-    if not indices:
+               if result.masks[k].any() and started.get(int(result.object_ids[k]), ("", 0.0))[0] == NUCLEUS]
+    if NUCLEUS not in refiner.classes or not indices:
         return []
     # only these objects' arrays (not one image-sized probability per object of the result);
     # read after re-anchoring, which may have replaced a mask's logits

@@ -27,7 +27,7 @@ from .checkpoints import load_checkpoint
 from .data import VOCABULARY, FolderDataset
 from .loop import TrainConfig, export, new_model, train
 from .objective import ObjectiveConfig
-from .refiner import REFINER_IMAGES, REFINER_LR, REFINER_STEPS, refiner_samples, train_refiner
+from .refiner import REFINER_IMAGES, REFINER_LR, REFINER_SEQUENCES, REFINER_STEPS, refiner_samples, train_refiner
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "weights" / "seem_tiny_synthetic.yaml"
 
@@ -88,7 +88,8 @@ def recipe(out: str) -> list[list[str]]:
          "--out", str(out_dir / "phase6")],
         # the outline refiner, on phase 6's own masks of nuclei
         ["--refiner", "--fine-tune", str(out_dir / "phase6" / "model.safetensors"), "--config", config,
-         "--steps", str(REFINER_STEPS), "--refiner-images", str(REFINER_IMAGES), "--seed", "9",
+         "--steps", str(REFINER_STEPS), "--refiner-images", str(REFINER_IMAGES),
+         "--refiner-sequences", str(REFINER_SEQUENCES), "--seed", "9",
          "--out", str(out_dir / "refiner")],
     ]
     # Two threads: the shipped weights were made so (the result depends on the thread count)
@@ -106,10 +107,11 @@ def train_refiner_command(args: argparse.Namespace, out: Path) -> Path:
         raise SystemExit(f"--refiner-classes {' '.join(unknown)}: the synthetic images hold only "
                          f"{', '.join(VOCABULARY)}")
     checkpoint = args.fine_tune or "seem_tiny_synthetic"
-    print(f"outline refiner for {checkpoint}: windows from {args.refiner_images} synthetic images")
+    print(f"outline refiner for {checkpoint}: windows from {args.refiner_images} synthetic images "
+          f"and {args.refiner_sequences} time-lapses")
     inputs, targets = refiner_samples(checkpoint, args.config, args.refiner_images, args.seed,
                                       vocabulary=tuple(args.classes), classes=tuple(args.refiner_classes),
-                                      workers=args.workers)
+                                      sequences=args.refiner_sequences, workers=args.workers)
     print(f"{len(inputs)} windows")
     refiner = train_refiner(inputs, targets, steps=args.steps or REFINER_STEPS, seed=args.seed,
                             lr=args.lr or REFINER_LR, classes=tuple(args.refiner_classes), threads=args.threads)
@@ -157,6 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--refiner-images", type=int, default=REFINER_IMAGES,
                    help=f"with --refiner: synthetic images whose objects give the training windows "
                         f"(default {REFINER_IMAGES})")
+    p.add_argument("--refiner-sequences", type=int, default=REFINER_SEQUENCES,
+                   help=f"with --refiner: synthetic time-lapses whose propagated objects give training windows "
+                        f"too (default {REFINER_SEQUENCES})")
     p.add_argument("--refiner-classes", nargs="+", default=["nucleus"],
                    help="with --refiner: the classes it refines (default: nucleus)")
     p.add_argument("--workers", type=int, default=2,

@@ -6,6 +6,12 @@
    usual corrective click at the largest error of the engine's mask (the NoC protocol), the engine
    running the model as a user runs it (without a refiner). Each round gives one window: the
    refiner's input as the engine will build it, and the object's true mask.
+   Propagation windows (:func:`_sequence_samples`): on synthetic time-lapses, the objects seen on
+   the first frame are clicked at their centre and propagated forward by the engine; on every later
+   frame each one gives the window a propagation's redraw builds (its propagated mask, a click at
+   the mask's deepest pixel; ``napari_seem.engine.propagate.redraw_outlines``) and its true mask
+   on that frame: masks that lag behind a moving nucleus, creep into its cytoplasm or follow it out
+   of the image, which single images never show.
 2. **Training** (:func:`train_refiner`): BCE + dice against the true mask, AdamW, cosine decay,
    random flips and quarter turns.
 
@@ -22,15 +28,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engine.connected import deepest_pixel
 from ..engine.outline_refiner import CHANNELS, WINDOW, OutlineRefiner, crop, refiner_input, window_for
 from ..engine.prompts import ObjectPrompt
-from ..synthetic import object_centre
+from ..engine.propagate import HOLD_PROBABILITY
+from ..synthetic import make_sequence, object_centre
 from .clicks import next_click, random_click
 from .data import VOCABULARY, synthetic_sample
 from .loop import Progress, sample_seed
 
-#: the shipped refiner's recipe: images whose objects give the windows, steps, peak learning rate
-REFINER_IMAGES, REFINER_STEPS, REFINER_LR = 800, 3000, 2e-3
+#: the shipped refiner's recipe: images and time-lapses whose objects give the windows, steps, peak
+#: learning rate
+REFINER_IMAGES, REFINER_SEQUENCES, REFINER_STEPS, REFINER_LR = 800, 160, 3000, 2e-3
+#: frames of a training time-lapse (as the acceptance's time-lapses)
+SEQUENCE_FRAMES = 20
 
 #: objects smaller than this (visible pixels) are not sampled, as in the evaluation
 MIN_AREA = 60
@@ -71,16 +82,63 @@ def _image_samples(segmenter, seed: int, size: int, classes: tuple[str, ...], ro
     return np.stack(inputs), np.stack(targets)
 
 
+def _sequence_samples(segmenter, seed: int, size: int, classes: tuple[str, ...]):
+    """``(inputs [K, 7, W, W] float16, targets [K, W, W] bool)`` for one synthetic time-lapse: the
+    windows of a propagation's redraw (see the module docstring). A frame's object gives a window
+    only while it is named as one of ``classes`` and its mask's deepest pixel (the click) lies on
+    the object: a mask that slid onto a neighbour is lost, not one to redraw."""
+    sequence = make_sequence(SEQUENCE_FRAMES, (size, size), seed=seed, axis="t")
+    maps = {"nucleus": sequence.nuclei, "cell": sequence.cells, "vesicle": sequence.vesicles}
+    ids = [t["id"] for t in sequence.tracks
+           if t["class"] in classes and t["first"] == 0 and (maps[t["class"]][0] == t["id"]).sum() >= MIN_AREA]
+    if not ids:
+        return _no_windows()
+    kind = {t["id"]: t["class"] for t in sequence.tracks}
+    segmenter.set_image(sequence.image[0])
+    seeds = segmenter.predict([ObjectPrompt(points=[object_centre(maps[kind[i]][0], i)]) for i in ids])
+    seeds.object_ids = np.asarray(ids)
+    inputs, targets = [], []
+    for frame, result in segmenter.propagate(sequence.image, 0, seeds, hold_probability=HOLD_PROBABILITY):
+        if frame == 0:
+            continue
+        rgb01 = segmenter.refiner_image()
+        for k, oid in enumerate(result.object_ids):
+            mask = result.masks[k]
+            origin = window_for(mask)
+            if origin is None or result.class_names[k] not in classes:
+                continue
+            truth = maps[kind[int(oid)]][frame] == oid
+            click = deepest_pixel(mask)
+            if not truth[click]:
+                continue
+            inputs.append(refiner_input(rgb01, mask, segmenter.mask_probabilities(result, k),
+                                        np.array([click], np.float64), np.zeros((0, 2)), origin).astype(np.float16))
+            targets.append(crop(truth, origin))
+    if not inputs:
+        return _no_windows()
+    return np.stack(inputs), np.stack(targets)
+
+
 def _no_windows() -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((0, len(CHANNELS), WINDOW, WINDOW), np.float16), np.zeros((0, WINDOW, WINDOW), bool)
 
 
-def _image_plan(n_images: int, seed: int, sizes: tuple[int, ...]) -> list[tuple[int, int]]:
-    """``(image seed, size)`` of each image, in order."""
+def _image_plan(n_images: int, seed: int, sizes: tuple[int, ...]) -> list[tuple[str, int, int]]:
+    """``("image", image seed, size)`` of each image, in order."""
     plan = []
     for i in range(n_images):
         image_seed = sample_seed(seed, i)
-        plan.append((image_seed, sizes[image_seed % len(sizes)]))
+        plan.append(("image", image_seed, sizes[image_seed % len(sizes)]))
+    return plan
+
+
+def _sequence_plan(n_sequences: int, seed: int, sizes: tuple[int, ...]) -> list[tuple[str, int, int]]:
+    """``("sequence", time-lapse seed, size)`` of each time-lapse, in order: a stream of seeds apart
+    from the images', all >= 2^20 (training seeds)."""
+    plan = []
+    for i in range(n_sequences):
+        sequence_seed = int(np.random.SeedSequence([seed, i, 1]).generate_state(1)[0]) | (1 << 20)
+        plan.append(("sequence", sequence_seed, sizes[sequence_seed % len(sizes)]))
     return plan
 
 
@@ -108,8 +166,11 @@ def _worker_samples(job) -> tuple[np.ndarray, np.ndarray]:
 
 def _collect(segmenter, plan, classes, rounds) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
-    for image_seed, size in plan:
-        x, y = _image_samples(segmenter, image_seed, size, classes, rounds)
+    for kind, item_seed, size in plan:
+        if kind == "image":
+            x, y = _image_samples(segmenter, item_seed, size, classes, rounds)
+        else:
+            x, y = _sequence_samples(segmenter, item_seed, size, classes)
         if len(x):
             xs.append(x)
             ys.append(y)
@@ -120,17 +181,20 @@ def _collect(segmenter, plan, classes, rounds) -> tuple[np.ndarray, np.ndarray]:
 
 def refiner_samples(checkpoint: str, config: str | None, n_images: int, seed: int, *,
                     vocabulary: tuple[str, ...] = VOCABULARY, classes: tuple[str, ...] = ("nucleus",),
-                    rounds: int = 3, sizes: tuple[int, ...] = (192, 224, 256),
+                    rounds: int = 3, sizes: tuple[int, ...] = (192, 224, 256), sequences: int = 0,
                     workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Windows from ``n_images`` synthetic images, ``(inputs [K, 7, W, W] float16, targets [K, W, W] bool)``.
+    """Windows from ``n_images`` synthetic images and then ``sequences`` synthetic time-lapses
+    (propagation windows), ``(inputs [K, 7, W, W] float16, targets [K, W, W] bool)``.
 
     ``checkpoint`` and ``config`` name the model the refiner is for (as ``--fine-tune`` and
     ``--config``); the engine runs it without a refiner, with one thread, in ``workers``
     processes (each image's windows depend only on its seed and the model, so not on
     ``workers``), with a progress bar.
     """
-    plan = _image_plan(n_images, seed, sizes)
-    jobs = [(classes, rounds, plan[i:i + 4]) for i in range(0, len(plan), 4)]
+    images = _image_plan(n_images, seed, sizes)
+    # four images or one time-lapse (about as long) per job
+    jobs = ([(classes, rounds, images[i:i + 4]) for i in range(0, len(images), 4)]
+            + [(classes, rounds, [item]) for item in _sequence_plan(sequences, seed, sizes)])
     bar = Progress(len(jobs))
     parts = []
     if workers <= 1:
@@ -155,7 +219,7 @@ def refiner_samples(checkpoint: str, config: str | None, n_images: int, seed: in
     bar.close()
     inputs = np.concatenate([x for x, _ in parts])
     if not len(inputs):
-        raise ValueError(f"no object of {classes} in {n_images} images")
+        raise ValueError(f"no object of {classes} in {n_images} images and {sequences} time-lapses")
     return inputs, np.concatenate([y for _, y in parts])
 
 
