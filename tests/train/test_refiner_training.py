@@ -41,7 +41,8 @@ def test_time_lapse_windows_hold_a_propagated_mask_and_a_click_at_its_deepest_pi
     x2, y2 = refiner_samples("seem_tiny_synthetic", None, 0, seed=3, sequences=1, workers=2)
     np.testing.assert_array_equal(x, x2)
     np.testing.assert_array_equal(y, y2)
-    assert x.dtype == np.float16 and x.shape[1:] == (len(CHANNELS), WINDOW, WINDOW) and y.shape == (len(x), WINDOW, WINDOW)
+    assert x.dtype == np.float16 and x.shape[1:] == (len(CHANNELS), WINDOW, WINDOW)
+    assert y.shape == (len(x), WINDOW, WINDOW)
     assert len(x) >= 19  # at least one nucleus followed through the 19 frames after the first
     mask = x[:, CHANNELS.index("mask")] > 0.5
     positive = x[:, CHANNELS.index("positive")] > 0.5

@@ -43,10 +43,10 @@ slides off it. So each frame, every object that started as a ``nucleus`` is draw
 resolution by the refiner, from a click at its mask's deepest pixel, as a clicked nucleus is,
 unless the new outline is smaller than :data:`LEAK_SEED_SHARE` of the seed
 (:func:`redraw_outlines`). It is a nucleus whatever SEEM names its mask on this frame: a nucleus
-whose mask grows into its cell comes out named ``cell``, and redrawn it stays the nucleus. A nucleus that leaves the image
-shrinks as it goes, so for an outline within :data:`EDGE_MARGIN` pixels of the image's edge the
-bound is that share of the last outline the refiner drew for the object, where that is smaller
-than the seed.
+whose mask grows into its cell comes out named ``cell``, and redrawn it stays the nucleus. A
+nucleus that leaves the image shrinks as it goes, so for an outline within :data:`EDGE_MARGIN`
+pixels of the image's edge the bound is that share of the last outline the refiner drew for the
+object, where that is smaller than the seed.
 
 ``propagate`` is a generator: the caller shows progress per frame and cancels by no longer
 iterating (the frames done so far stay done). To correct frame ``k`` and re-propagate, call it
@@ -314,8 +314,8 @@ def redraw_outlines(segmenter: "Segmenter", result: Segmentation, started: dict[
                     drawn: dict[int, float] | None = None) -> list[int]:
     """Draw again, in place, with the segmenter's outline refiner (when it refines nuclei), the
     masks of ``result`` (on the segmenter's current image) of objects that started as nuclei,
-    whatever they are named now, from a click at each mask's deepest pixel (see the module docstring); a
-    redrawn mask smaller than :data:`LEAK_SEED_SHARE` of the seed's area (a fragment of the
+    whatever they are named now, from a click at each mask's deepest pixel (see the module
+    docstring); a redrawn mask smaller than :data:`LEAK_SEED_SHARE` of the seed's area (a fragment of the
     nucleus) is not taken. ``started``: object id -> (seed class name, seed area). ``drawn``
     (updated in place): object id -> area of the last outline taken for it; near the image's edge
     (:data:`EDGE_MARGIN`) the bound is that share of the smaller of the seed's and that area.

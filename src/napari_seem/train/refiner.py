@@ -188,11 +188,11 @@ def refiner_samples(checkpoint: str, config: str | None, n_images: int, seed: in
 
     ``checkpoint`` and ``config`` name the model the refiner is for (as ``--fine-tune`` and
     ``--config``); the engine runs it without a refiner, with one thread, in ``workers``
-    processes (each image's windows depend only on its seed and the model, so not on
-    ``workers``), with a progress bar.
+    processes (each image's or time-lapse's windows depend only on its seed and the model, so not
+    on ``workers``), with a progress bar.
     """
     images = _image_plan(n_images, seed, sizes)
-    # four images or one time-lapse (about as long) per job
+    # jobs of four images, and of one time-lapse each (a time-lapse takes about twice as long)
     jobs = ([(classes, rounds, images[i:i + 4]) for i in range(0, len(images), 4)]
             + [(classes, rounds, [item]) for item in _sequence_plan(sequences, seed, sizes)])
     bar = Progress(len(jobs))
