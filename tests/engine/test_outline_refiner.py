@@ -137,6 +137,19 @@ def test_a_refined_mask_that_is_another_object_is_not_taken():
     assert out[1].sum() == 9 and out[1][31:34, 31:34].all()  # IoU 5 / 9 >= 0.5: redrawn
 
 
+def test_a_refined_mask_inside_the_engine_s_is_taken_when_the_caller_asks():
+    """``inside_share``: a caller that knows the object (a propagated nucleus) takes an outline
+    that lies within the engine's mask, however much smaller (a leak cut back)."""
+    shape = (64, 64)
+    ring = _disc(shape, (32, 32), 10) & ~_disc(shape, (32, 32), 3)  # the speck falls in its hole
+    masks = np.stack([_disc(shape, (32, 32), 10), ring])
+    clicks = [(np.array([[32.0, 32.0]]), np.zeros((0, 2)))] * 2
+    out = refine_outlines(_Speck(), np.zeros((3, *shape), np.float32), masks, masks.astype(np.float32),
+                          clicks, indices=[0, 1], inside_share=0.9)
+    assert out[0].sum() == 9 and out[0][31:34, 31:34].all()  # 9 of 9 inside: taken
+    np.testing.assert_array_equal(out[1], ring)              # 0 of 9 inside: another object
+
+
 def test_refined_objects_are_only_those_asked_for():
     shape = (64, 64)
     masks = np.stack([_disc(shape, (30, 30), 6)])

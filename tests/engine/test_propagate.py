@@ -357,7 +357,7 @@ def test_nuclei_are_redrawn_by_the_outline_refiner_from_a_click_at_their_deepest
 
 
 def test_near_the_edge_a_redrawn_nucleus_is_compared_with_its_last_outline_not_the_seed():
-    from napari_seem.engine.propagate import EDGE_MARGIN, redraw_outlines
+    from napari_seem.engine.propagate import EDGE_MARGIN, EDGE_SHARE, redraw_outlines
 
     shape = (60, 80)
 
@@ -367,15 +367,17 @@ def test_near_the_edge_a_redrawn_nucleus_is_compared_with_its_last_outline_not_t
                             object_ids=np.array([1]))
 
     seed = {1: ("nucleus", 200.0)}   # the refiner draws 81 px discs: under 75 % of the seed
+    assert EDGE_SHARE == 0.5
     at_edge = _disk(shape, (8, 30), 7)
     centre = deepest_pixel(at_edge)
     assert centre[0] - 5 <= EDGE_MARGIN           # the redrawn disc reaches the edge margin
-    result = one(at_edge)
-    drawn = {1: 100.0}                            # the last outline drawn for it: 81 >= 0.75 * 100
-    redraw_outlines(_RefinerSegmenter(shape), result, seed, drawn)
-    np.testing.assert_array_equal(result.masks[0], _disk(shape, centre, 5))
-    assert drawn == {1: 81.0}
-    for drawn in ({1: 150.0}, {}):              # ... a fragment of that, or nothing drawn yet: the seed's bound
+    for last in (150.0, 162.0):                   # the last outline drawn for it: 81 >= 0.5 * last
+        result = one(at_edge)
+        drawn = {1: last}
+        redraw_outlines(_RefinerSegmenter(shape), result, seed, drawn)
+        np.testing.assert_array_equal(result.masks[0], _disk(shape, centre, 5))
+        assert drawn == {1: 81.0}
+    for drawn in ({1: 163.0}, {}):              # ... a fragment of that, or nothing drawn yet: half the seed
         result = one(at_edge)
         redraw_outlines(_RefinerSegmenter(shape), result, seed, drawn)
         np.testing.assert_array_equal(result.masks[0], at_edge)
@@ -383,6 +385,33 @@ def test_near_the_edge_a_redrawn_nucleus_is_compared_with_its_last_outline_not_t
     result = one(inside)
     redraw_outlines(_RefinerSegmenter(shape), result, seed, {1: 100.0})
     np.testing.assert_array_equal(result.masks[0], inside)
+
+
+def test_a_propagated_nucleus_that_leaked_is_cut_back_to_the_outline_drawn_inside_it():
+    """The refiner keeps a mask when its outline overlaps it by less than MIN_AGREEMENT (IoU);
+    for a propagated nucleus, an outline lying within the leaked mask is taken all the same."""
+    from napari_seem.engine.outline_refiner import MIN_AGREEMENT
+    from napari_seem.engine.propagate import INSIDE_SHARE, mask_iou, redraw_outlines
+
+    shape = (60, 80)
+    leaked = _disk(shape, (30, 30), 9) | _disk(shape, (30, 38), 7)  # a nucleus and the cell beside it
+    result = Segmentation(masks=leaked[None].copy(), scores=np.ones(1, np.float32), class_names=["cell"],
+                          class_scores=np.ones(1, np.float32), memory=np.zeros((1, 15, 20), np.float32),
+                          object_ids=np.array([1]))
+    drawn = _disk(shape, deepest_pixel(leaked), 5)          # what the refiner draws at the click
+    assert (drawn & leaked).sum() >= INSIDE_SHARE * drawn.sum()
+    assert mask_iou(drawn, leaked) < MIN_AGREEMENT
+    assert redraw_outlines(_RefinerSegmenter(shape), result, {1: ("nucleus", 100.0)}) == [0]
+    np.testing.assert_array_equal(result.masks[0], drawn)
+    # an outline that leaves the mask (and overlaps it little) is another object: the mask stays
+    bar = np.zeros(shape, bool)
+    bar[29:32, 10:50] = True
+    assert (_disk(shape, deepest_pixel(bar), 5) & bar).sum() < INSIDE_SHARE * 81
+    result = Segmentation(masks=bar[None].copy(), scores=np.ones(1, np.float32), class_names=["nucleus"],
+                          class_scores=np.ones(1, np.float32), memory=np.zeros((1, 15, 20), np.float32),
+                          object_ids=np.array([1]))
+    redraw_outlines(_RefinerSegmenter(shape), result, {1: ("nucleus", 40.0)})
+    np.testing.assert_array_equal(result.masks[0], bar)
 
 
 class _CytoplasmSegmenter:

@@ -154,14 +154,17 @@ def keep_clicked(refined: np.ndarray, positive: np.ndarray, origin: tuple[int, i
 
 @torch.inference_mode()
 def refine_outlines(refiner: OutlineRefiner, rgb01: np.ndarray, masks: np.ndarray, probabilities: np.ndarray,
-                    clicks: Sequence[tuple[np.ndarray, np.ndarray]], indices: Sequence[int]) -> np.ndarray:
+                    clicks: Sequence[tuple[np.ndarray, np.ndarray]], indices: Sequence[int],
+                    inside_share: float | None = None) -> np.ndarray:
     """``masks`` (``[N, H, W]`` bool, a copy) with the objects ``indices`` drawn again by ``refiner``.
 
     An object is left as it is when its mask is empty or too large for the window, when it has no
     positive click (the refiner was trained on clicked objects), or when the refined mask overlaps
-    the engine's by less than :data:`MIN_AGREEMENT` (IoU). Only the regions that hold a positive
-    click are kept. ``probabilities`` is ``[N, H, W]``; ``clicks`` is ``(positive,
-    negative)`` ``[K, 2]`` points per object.
+    the engine's by less than :data:`MIN_AGREEMENT` (IoU) and, with ``inside_share``, lies less
+    than that share inside the engine's mask (a caller that knows the object is a nucleus takes a
+    leak cut back: see ``propagate.redraw_outlines``). Only the regions that hold a positive click
+    are kept. ``probabilities`` is ``[N, H, W]``; ``clicks`` is ``(positive, negative)`` ``[K, 2]``
+    points per object.
     """
     out = masks.copy()
     batch, where = [], []
@@ -183,8 +186,9 @@ def refine_outlines(refiner: OutlineRefiner, rgb01: np.ndarray, masks: np.ndarra
         inside = (slice(max(0, r0), min(h, r0 + WINDOW)), slice(max(0, c0), min(w, c0 + WINDOW)))
         refined = drawn[inside[0].start - r0:inside[0].stop - r0, inside[1].start - c0:inside[1].stop - c0]
         engine = masks[k][inside]  # all of the engine's mask: it fits in the window
-        union = (refined | engine).sum()
-        if union and (refined & engine).sum() / union >= MIN_AGREEMENT:
+        union, common = (refined | engine).sum(), (refined & engine).sum()
+        if union and (common / union >= MIN_AGREEMENT
+                      or (inside_share is not None and common >= inside_share * refined.sum())):
             out[k] = False
             out[k][inside] = refined
     return out

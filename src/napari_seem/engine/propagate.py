@@ -44,9 +44,12 @@ resolution by the refiner, from a click at its mask's deepest pixel, as a clicke
 unless the new outline is smaller than :data:`LEAK_SEED_SHARE` of the seed
 (:func:`redraw_outlines`). It is a nucleus whatever SEEM names its mask on this frame: a nucleus
 whose mask grows into its cell comes out named ``cell``, and redrawn it stays the nucleus. A
-nucleus that leaves the image shrinks as it goes, so for an outline within :data:`EDGE_MARGIN`
-pixels of the image's edge the bound is that share of the last outline the refiner drew for the
-object, where that is smaller than the seed.
+nucleus that leaves the image shrinks as it goes, by up to a third of its area per frame, so for
+an outline within :data:`EDGE_MARGIN` pixels of the image's edge the bound is :data:`EDGE_SHARE`
+of the last outline the refiner drew for the object (or of the seed), where that is lower. The
+refiner keeps a mask whose outline it would change too much (``MIN_AGREEMENT``), but here the
+object is known to be a nucleus: a redrawn outline that lies at least :data:`INSIDE_SHARE` inside
+the propagated mask is a leak cut back, and is taken however much smaller it is.
 
 ``propagate`` is a generator: the caller shows progress per frame and cancels by no longer
 iterating (the frames done so far stay done). To correct frame ``k`` and re-propagate, call it
@@ -90,6 +93,12 @@ CYTOPLASM_SHARE = 0.2
 #: image (:func:`redraw_outlines`); SEEM's masks, decoded at 1/4 resolution, can stop a few pixels
 #: short of the edge
 EDGE_MARGIN = 4
+#: ... and there a redrawn outline is taken when it is at least this share of the last one drawn
+#: for the object (a nucleus leaving the image loses up to a third of its area per frame)
+EDGE_SHARE = 0.5
+#: a redrawn outline at least this share inside the propagated mask is taken however much smaller
+#: it is (a leak cut back; the refiner's own rule asks for an IoU of ``MIN_AGREEMENT``)
+INSIDE_SHARE = 0.9
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -318,9 +327,10 @@ def redraw_outlines(segmenter: "Segmenter", result: Segmentation, started: dict[
     docstring); a redrawn mask smaller than :data:`LEAK_SEED_SHARE` of the seed's area (a fragment of the
     nucleus) is not taken. ``started``: object id -> (seed class name, seed area). ``drawn``
     (updated in place): object id -> area of the last outline taken for it; near the image's edge
-    (:data:`EDGE_MARGIN`) the bound is that share of the smaller of the seed's and that area.
-    Returns the positions of the objects the refiner was run on (it keeps a mask it disagrees
-    with: ``refine_outlines``)."""
+    (:data:`EDGE_MARGIN`) the bound is the lower of that and :data:`EDGE_SHARE` of that area (of
+    the seed's where none was drawn). Returns the positions of the objects the refiner was run on
+    (it keeps a mask it disagrees with, unless the new outline lies :data:`INSIDE_SHARE` inside
+    it: ``refine_outlines``)."""
     refiner = segmenter.refiner
     indices = [k for k in range(len(result))
                if result.masks[k].any() and started.get(int(result.object_ids[k]), ("", 0.0))[0] == NUCLEUS]
@@ -331,15 +341,15 @@ def redraw_outlines(segmenter: "Segmenter", result: Segmentation, started: dict[
     probabilities = np.stack([segmenter.mask_probabilities(result, k) for k in indices])
     clicks = [(np.array([deepest_pixel(result.masks[k])], np.float64), np.zeros((0, 2))) for k in indices]
     redrawn = refine_outlines(refiner, segmenter.refiner_image(), result.masks[indices], probabilities, clicks,
-                              range(len(indices)))
+                              range(len(indices)), inside_share=INSIDE_SHARE)
     drawn = {} if drawn is None else drawn
     for j, k in enumerate(indices):  # a redrawn outline much smaller than the seed is a fragment of the nucleus
         oid = int(result.object_ids[k])
-        bound = started[oid][1]
+        bound = LEAK_SEED_SHARE * started[oid][1]
         if near_edge(redrawn[j], EDGE_MARGIN):  # ... unless the nucleus is leaving the image
-            bound = min(bound, drawn.get(oid, bound))
+            bound = min(bound, EDGE_SHARE * drawn.get(oid, started[oid][1]))
         area = float(redrawn[j].sum())
-        if area >= LEAK_SEED_SHARE * bound:
+        if area >= bound:
             result.masks[k] = redrawn[j]
             drawn[oid] = area
     return indices
