@@ -148,6 +148,16 @@ def test_a_refined_mask_inside_the_engine_s_is_taken_when_the_caller_asks():
                           clicks, indices=[0, 1], inside_share=0.9)
     assert out[0].sum() == 9 and out[0][31:34, 31:34].all()  # 9 of 9 inside: taken
     np.testing.assert_array_equal(out[1], ring)              # 0 of 9 inside: another object
+    nothing = refine_outlines(_Nothing(), np.zeros((3, *shape), np.float32), masks, masks.astype(np.float32),
+                              clicks, indices=[0, 1], inside_share=0.9)
+    np.testing.assert_array_equal(nothing, masks)            # an empty outline is not "inside"
+
+
+class _Nothing(_StandIn):
+    """Draws nothing."""
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 1, WINDOW, WINDOW), -10.0)
 
 
 def test_refined_objects_are_only_those_asked_for():

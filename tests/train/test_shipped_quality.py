@@ -307,7 +307,7 @@ def test_a_nucleus_leaving_the_image_is_redrawn_smaller_than_its_seed(shipped, s
 
 def test_a_nucleus_leaving_the_image_is_redrawn_at_half_its_last_outline(shipped, shipped_refiner, monkeypatch):
     """Held-out time-lapse 9019: the largest nucleus leaves the image across its top edge, its
-    visible part shrinking by up to a quarter per frame. Near the edge, a redrawn outline had to be
+    visible part shrinking by about a quarter per frame. Near the edge, a redrawn outline had to be
     75 % of the last one: on frame 15 it was refused at 167 px (bound 174, truth 181), the mask leaked
     into the cell and the track was lost (IoU 0.34 on frame 17). With half the last outline
     (``EDGE_SHARE``): measured mean 0.86, min 0.69."""

@@ -188,7 +188,7 @@ def refine_outlines(refiner: OutlineRefiner, rgb01: np.ndarray, masks: np.ndarra
         engine = masks[k][inside]  # all of the engine's mask: it fits in the window
         union, common = (refined | engine).sum(), (refined & engine).sum()
         if union and (common / union >= MIN_AGREEMENT
-                      or (inside_share is not None and common >= inside_share * refined.sum())):
+                      or (inside_share is not None and common and common >= inside_share * refined.sum())):
             out[k] = False
             out[k][inside] = refined
     return out
