@@ -1,6 +1,6 @@
 """Quality of a model against issue 6's acceptance targets, on held-out synthetic data.
 
-    python benchmarks/eval_shipped_model.py [--model seem_tiny_synthetic | FILE --config YAML] [--refiner auto|none|FILE] [--images 4] [--sequences 1] [--raw-masks] [--seed 5000] [--shape 250x250] [--pad-mode zeros] [--min-padded-size 256]
+    python benchmarks/eval_shipped_model.py [--model seem_tiny_synthetic | FILE --config YAML] [--refiner auto|none|FILE...] [--images 4] [--sequences 1] [--raw-masks] [--seed 5000] [--shape 250x250] [--pad-mode zeros] [--min-padded-size 256]
 
 Prints every metric beside its target and exits 1 when any target is missed. The shipped preview
 model does not meet them yet (see its model card); ``tests/train/test_shipped_quality.py`` runs
@@ -23,14 +23,14 @@ TARGETS = [  # (label, value getter, comparison, threshold)
 ]
 
 
-def model_refiner(model: str, choice: str):
-    """The outline refiner to run ``model`` with: ``auto`` (its own), ``none`` or a file."""
+def model_refiner(model: str, choices: list[str]):
+    """The outline refiners to run ``model`` with: ``auto`` (its own), ``none`` or files."""
     from napari_seem.engine.outline_refiner import load_refiner
     from napari_seem.weights import model_refiner as own_refiner
 
-    if choice == "none":
+    if choices == ["none"]:
         return None
-    return own_refiner(model) if choice == "auto" else load_refiner(choice)
+    return own_refiner(model) if choices == ["auto"] else [load_refiner(c) for c in choices]
 
 
 def main() -> int:
@@ -38,9 +38,9 @@ def main() -> int:
     parser.add_argument("--model", default="seem_tiny_synthetic")
     parser.add_argument("--config", default=None,
                         help="the model's config, for a weights file (a training run's config.yaml, a preset name)")
-    parser.add_argument("--refiner", default="auto",
-                        help="outline refiner: auto (the model's own: a shipped model's, or refiner.safetensors "
-                             "beside a weights file), none, or a file")
+    parser.add_argument("--refiner", nargs="+", default=["auto"],
+                        help="outline refiners: auto (the model's own: a shipped model's, or the refiner*.safetensors "
+                             "beside a weights file), none, or files")
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--sequences", type=int, default=1)
     parser.add_argument("--raw-masks", action="store_true",
@@ -63,7 +63,7 @@ def main() -> int:
 
     model = from_pretrained(args.model, config=args.config)
     refiner = model_refiner(args.model, args.refiner)
-    print(f"outline refiner: {'none' if refiner is None else ', '.join(refiner.classes)}")
+    print(f"outline refiners: {'none' if not refiner else '; '.join(', '.join(r.classes) for r in refiner)}")
     if args.pad_mode is not None:
         model.pad_mode = args.pad_mode
     if args.min_padded_size is not None:

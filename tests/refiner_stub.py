@@ -7,6 +7,7 @@ class ClickDiscRefiner(torch.nn.Module):
     ``bright_only``, only those whose red channel is above 0.5."""
 
     classes = ("nucleus",)
+    window = 64
 
     def __init__(self, radius: float, bright_only: bool = False):
         super().__init__()

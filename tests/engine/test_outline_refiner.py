@@ -87,6 +87,7 @@ class _StandIn(torch.nn.Module):
     """A stand-in refiner for nuclei (one parameter, so that it has a device)."""
 
     classes = ("nucleus",)
+    window = WINDOW
 
     def __init__(self):
         super().__init__()
@@ -160,6 +161,52 @@ class _Nothing(_StandIn):
         return torch.full((x.shape[0], 1, WINDOW, WINDOW), -10.0)
 
 
+def test_with_no_agreement_asked_any_outline_but_an_empty_one_is_taken():
+    """``min_agreement=0`` (a clicked cell: SEEM's mask may be its neighbour): the refiner's outline
+    replaces the engine's mask however little they overlap; an empty outline never does."""
+    shape = (64, 64)
+    masks = np.stack([_disc(shape, (32, 32), 10)])
+    clicks = [(np.array([[32.0, 32.0]]), np.zeros((0, 2)))]
+    rgb = np.zeros((3, *shape), np.float32)
+    out = refine_outlines(_Speck(), rgb, masks, masks.astype(np.float32), clicks, indices=[0], min_agreement=0.0)
+    assert out[0].sum() == 9 and out[0][31:34, 31:34].all()  # IoU 9 / 317, taken
+    kept = refine_outlines(_Speck(), rgb, masks, masks.astype(np.float32), clicks, indices=[0])
+    np.testing.assert_array_equal(kept, masks)               # the default rule keeps the engine's
+    nothing = refine_outlines(_Nothing(), rgb, masks, masks.astype(np.float32), clicks, indices=[0],
+                              min_agreement=0.0)
+    np.testing.assert_array_equal(nothing, masks)
+
+
+class _Wide(_StandIn):
+    """A refiner of cells with a 96 px window that draws the engine's mask as it is."""
+
+    classes = ("cell",)
+    window = 96
+
+    def forward(self, x):
+        assert x.shape[-2:] == (96, 96)
+        return x[:, CHANNELS.index("mask"):CHANNELS.index("mask") + 1] * 20 - 10
+
+
+def test_a_refiner_reads_and_draws_its_own_window():
+    big = _disc((160, 160), (80, 80), 36)  # 73 px across: too large for 64 px, fits in 96 px
+    assert window_for(big) is None and window_for(big, 96) == (32, 32)
+    assert crop(big, (32, 32), window=96).sum() == big.sum()
+    x = refiner_input(np.zeros((3, 160, 160), np.float32), big, big * 0.9, np.array([[80.0, 80.0]]),
+                      np.zeros((0, 2)), (32, 32), window=96)
+    assert x.shape == (len(CHANNELS), 96, 96)
+    clicks = [(np.array([[80.0, 80.0]]), np.zeros((0, 2)))]
+    out = refine_outlines(_Wide(), np.zeros((3, 160, 160), np.float32), big[None], big[None].astype(np.float32),
+                          clicks, indices=[0], min_agreement=0.0)
+    np.testing.assert_array_equal(out[0], big)
+    net = OutlineRefiner(width=4, classes=("cell",), window=96).eval()
+    with torch.no_grad():
+        assert net(torch.zeros(1, len(CHANNELS), 96, 96)).shape == (1, 1, 96, 96)
+    for bad in (60, 8, 96.5):
+        with pytest.raises(ValueError, match="window"):
+            OutlineRefiner(width=4, window=bad)
+
+
 def test_refined_objects_are_only_those_asked_for():
     shape = (64, 64)
     masks = np.stack([_disc(shape, (30, 30), 6)])
@@ -174,10 +221,26 @@ def test_a_refiner_survives_a_round_trip_through_its_file(tmp_path):
     net = OutlineRefiner(width=4, classes=("nucleus",)).eval()
     path = save_refiner(net, tmp_path / "r.safetensors")
     loaded = load_refiner(path)
-    assert loaded.classes == ("nucleus",) and loaded.width == 4 and not loaded.training
+    assert loaded.classes == ("nucleus",) and loaded.width == 4 and loaded.window == WINDOW and not loaded.training
     x = torch.rand(1, len(CHANNELS), WINDOW, WINDOW)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), net.half().float()(x), atol=1e-3, rtol=1e-3)
+    cells = load_refiner(save_refiner(OutlineRefiner(width=4, classes=("cell",), window=96), tmp_path / "c.safetensors"))
+    assert cells.classes == ("cell",) and cells.window == 96
+
+
+def test_a_refiner_file_from_before_windows_were_saved_reads_as_64_px(tmp_path):
+    from safetensors.torch import save_file
+
+    net = OutlineRefiner(width=4)
+    path = tmp_path / "old.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path),
+              metadata={"width": "4", "classes": "nucleus"})
+    assert load_refiner(path).window == 64
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path),
+              metadata={"width": "4", "classes": "nucleus", "window": "60"})
+    with pytest.raises(ValueError, match="invalid outline-refiner settings"):
+        load_refiner(path)
 
 
 def test_a_file_that_is_not_a_refiner_is_named_in_a_clear_error(tmp_path):
@@ -209,3 +272,44 @@ def test_the_segmenter_prepares_the_refiners_image_once_per_image():
     assert seg.refiner_image() is first  # a click does not convert the image again
     seg.set_image(image[::-1].copy())
     assert seg.refiner_image() is not first
+
+
+def test_a_segmenter_runs_one_refiner_per_class_and_takes_a_clicked_cell_s_outline():
+    """Several refiners, one per class (the shipped model's: nuclei, cells). A clicked cell's
+    outline is its refiner's whatever its overlap with SEEM's mask (``CLICKED_AGREEMENT``); a
+    clicked nucleus keeps the ``MIN_AGREEMENT`` rule."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from refiner_stub import ClickDiscRefiner
+
+    from napari_seem.engine import ObjectPrompt, Segmenter
+    from napari_seem.engine.segmenter import CLICKED_AGREEMENT
+    from napari_seem.synthetic import make_image, object_centre
+    from napari_seem.weights import load_shipped_model
+
+    assert CLICKED_AGREEMENT == {"cell": 0.0}
+    cells = ClickDiscRefiner(3)
+    cells.classes, cells.window = ("cell",), 96
+    nuclei = ClickDiscRefiner(3)
+    seg = Segmenter(load_shipped_model(), device="cpu", short_side=None, text_cache_dir=None,
+                    vocabulary=["nucleus", "cell", "vesicle"], refiner=[nuclei, cells])
+    assert seg.refiners == (nuclei, cells) and seg.refiner_for("cell") is cells and seg.refiner_for("vesicle") is None
+    s = make_image((256, 256), seed=5000)
+    seg.set_image(s.image)
+    drawn = {}
+    for name in ("cell", "nucleus"):
+        obj = next(o for o in s.objects if o["class"] == name and (s.instances == o["id"]).sum() >= 200)
+        point = object_centre(s.instances, obj["id"])
+        result = seg.predict(ObjectPrompt(points=[point]))
+        assert result.class_names == [name]
+        disc = _disc(s.image.shape[:2], point, 3)
+        drawn[name] = np.array_equal(result.masks[0], disc)
+    assert drawn == {"cell": True, "nucleus": False}  # a 29 px disc in a cell's mask: taken; a nucleus's: not
+    seg.refiner = None
+    assert seg.refiners == () and seg.refiner is None
+    with pytest.raises(ValueError, match="same class"):
+        seg.refiner = [nuclei, ClickDiscRefiner(3)]
+    with pytest.raises(TypeError, match="OutlineRefiner"):
+        seg.refiner = ["refiner.safetensors"]

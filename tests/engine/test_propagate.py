@@ -315,7 +315,10 @@ class _RefinerSegmenter:
     """Stands in for a Segmenter in ``redraw_outlines``."""
 
     def __init__(self, shape):
-        self.refiner, self.shape = ClickDiscRefiner(5), shape
+        self.refiners, self.shape = (ClickDiscRefiner(5),), shape
+
+    def refiner_for(self, class_name):
+        return next((r for r in self.refiners if class_name in r.classes), None)
 
     def mask_probabilities(self, result, k):
         return result.masks[k].astype(np.float32)
@@ -342,7 +345,7 @@ def test_nuclei_are_redrawn_by_the_outline_refiner_from_a_click_at_their_deepest
     assert result.class_names == ["nucleus", "nucleus", "cell", "nucleus"]  # names are the decoder's
     # a refiner of other classes draws no nuclei
     segmenter = _RefinerSegmenter(shape)
-    segmenter.refiner.classes = ("cell",)
+    segmenter.refiners[0].classes = ("cell",)
     result = Segmentation(masks=masks.copy(), scores=np.full(4, 0.9, np.float32),
                           class_names=["nucleus", "nucleus", "cell", "nucleus"], class_scores=np.full(4, 0.8, np.float32),
                           memory=np.zeros((4, 15, 20), np.float32), object_ids=np.array([1, 2, 3, 4]))
@@ -354,6 +357,32 @@ def test_nuclei_are_redrawn_by_the_outline_refiner_from_a_click_at_their_deepest
                           object_ids=np.array([1]))
     assert redraw_outlines(_RefinerSegmenter(shape), result, {1: ("nucleus", 200.0)}) == [0]
     np.testing.assert_array_equal(result.masks[0], drifted)
+
+
+def test_cells_are_redrawn_by_their_own_refiner_where_it_agrees_with_the_propagated_mask():
+    from napari_seem.engine.propagate import redraw_cells, redraw_outlines
+
+    shape = (100, 120)
+    crept = _disk(shape, (50, 50), 12) | _disk(shape, (50, 64), 5)  # a cell that crept a little over its neighbour
+    apart = _disk(shape, (50, 50), 30)                              # a mask the refiner's outline overlaps little
+    masks = np.stack([crept, crept, apart, np.zeros(shape, bool)])
+    result = Segmentation(masks=masks.copy(), scores=np.full(4, 0.9, np.float32),
+                          class_names=["cell", "nucleus", "cell", "cell"], class_scores=np.full(4, 0.8, np.float32),
+                          memory=np.zeros((4, 25, 30), np.float32), object_ids=np.array([1, 2, 3, 4]))
+    started = {1: ("cell", 500.0), 2: ("cell", 500.0), 3: ("cell", 500.0), 4: ("cell", 500.0)}
+    segmenter = _RefinerSegmenter(shape)
+    assert redraw_cells(segmenter, result, started) == []      # no refiner of cells: nothing drawn
+    cells = ClickDiscRefiner(12)
+    cells.classes, cells.window = ("cell",), 96
+    segmenter.refiners = (segmenter.refiners[0], cells)
+    assert redraw_outlines(segmenter, result, started) == []   # the nuclei's refiner draws no cells
+    # objects 1 and 2 started as cells (2 is named nucleus now); 4 is gone
+    assert redraw_cells(segmenter, result, started) == [0, 1, 2]
+    disc = _disk(shape, deepest_pixel(crept), 12)
+    for k in (0, 1):
+        np.testing.assert_array_equal(result.masks[k], disc)
+    np.testing.assert_array_equal(result.masks[2], apart)     # IoU about 0.16 < MIN_AGREEMENT: kept
+    assert not result.masks[3].any()
 
 
 def test_near_the_edge_a_redrawn_nucleus_is_compared_with_its_last_outline_not_the_seed():

@@ -91,14 +91,24 @@ def test_cli_trains_a_refiner_that_from_pretrained_loads_beside_the_model(tmp_pa
     refiner = load_refiner(tmp_path / "refiner.safetensors")
     assert refiner.classes == ("nucleus",)
     seg = Segmenter.from_pretrained("seem_tiny_synthetic", device="cpu", refiner=tmp_path / "refiner.safetensors")
-    assert seg.refiner is not None and seg.refiner.classes == ("nucleus",)
-    assert Segmenter.from_pretrained("seem_tiny_synthetic", device="cpu", refiner=None).refiner is None
-    # a training run's folder: the refiner beside its weights comes with them
+    assert [r.classes for r in seg.refiners] == [("nucleus",)]
+    seg = Segmenter.from_pretrained("seem_tiny_synthetic", device="cpu", refiner=None)
+    assert seg.refiner is None and seg.refiners == ()
+    # a refiner of cells, in its own window, beside the nuclei's
+    main(["--refiner", "--refiner-classes", "cell", "--refiner-window", "96", "--refiner-images", "1",
+          "--refiner-sequences", "0", "--steps", "2", "--workers", "1", "--threads", "1", "--seed", "3",
+          "--out", str(tmp_path)])
+    cells = load_refiner(tmp_path / "refiner_cell.safetensors")
+    assert cells.classes == ("cell",) and cells.window == 96
+    assert load_refiner(tmp_path / "refiner.safetensors").classes == ("nucleus",)  # not overwritten
+    # a training run's folder: the refiners beside its weights come with them
     weights, config = shipped_model_path("seem_tiny_synthetic")
     shutil.copyfile(weights, tmp_path / "model.safetensors")
     seg = Segmenter.from_pretrained(tmp_path / "model.safetensors", config=config, device="cpu")
-    assert seg.refiner is not None and seg.refiner.width == refiner.width
+    assert [(r.classes, r.window) for r in seg.refiners] == [(("nucleus",), 64), (("cell",), 96)]
+    assert seg.refiner_for("cell").window == 96 and seg.refiner_for("vesicle") is None
     (tmp_path / "refiner.safetensors").unlink()
+    (tmp_path / "refiner_cell.safetensors").unlink()
     assert Segmenter.from_pretrained(tmp_path / "model.safetensors", config=config, device="cpu").refiner is None
 
 
@@ -107,4 +117,6 @@ def test_cli_refuses_a_refiner_it_cannot_train(tmp_path):
         main(["--refiner", "--data", str(tmp_path), "--out", str(tmp_path / "r")])
     with pytest.raises(SystemExit, match="debris"):
         main(["--refiner", "--refiner-classes", "nucleus", "debris", "--out", str(tmp_path / "r")])
+    with pytest.raises(SystemExit, match="refiner-window 100"):
+        main(["--refiner", "--refiner-window", "100", "--out", str(tmp_path / "r")])
     assert not (tmp_path / "r" / "refiner.safetensors").exists()

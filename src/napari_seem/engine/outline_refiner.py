@@ -8,12 +8,13 @@ resolution together with what the engine knows of the object (its mask, SEEM's p
 positive and negative clicks) and draws the object's outline again in that window.
 
 A refiner is trained for one model on the engine's own masks (``python -m napari_seem.train
---refiner``, see ``napari_seem/train/refiner.py``); the shipped synthetic model ships one for its
-nuclei. The official checkpoints have none.
+--refiner``, see ``napari_seem/train/refiner.py``); the shipped synthetic model ships two: one for
+its nuclei (a 64 px window) and one for its cells (96 px: cells are 40-60 px across). The official
+checkpoints have none.
 
-Shapes: the window is ``WINDOW x WINDOW`` pixels; the network's input is ``[B, 7, WINDOW, WINDOW]``
-(image RGB on 0..1, mask, probability, positive clicks, negative clicks), its output
-``[B, 1, WINDOW, WINDOW]`` logits.
+Shapes: the window is ``S x S`` pixels (``S = refiner.window``, :data:`WINDOW` by default); the
+network's input is ``[B, 7, S, S]`` (image RGB on 0..1, mask, probability, positive clicks,
+negative clicks), its output ``[B, 1, S, S]`` logits.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-#: side of the square window the refiner reads and draws, in image pixels
+#: side of the square window a refiner reads and draws, in image pixels, unless it says otherwise
 WINDOW = 64
 #: an object is refined only if its mask fits in the window with this margin on every side
 MARGIN = 6
@@ -36,7 +37,8 @@ MARGIN = 6
 MIN_AGREEMENT = 0.5
 #: radius of the discs that mark the clicks in the input, in pixels
 CLICK_RADIUS = 2.0
-#: file name of a refiner beside a training run's ``model.safetensors`` (``--refiner`` writes it)
+#: file name of a refiner of nuclei beside a training run's ``model.safetensors`` (``--refiner``
+#: writes it; a refiner of other classes: :func:`refiner_file`)
 REFINER_FILE = "refiner.safetensors"
 #: the input channels, in order
 CHANNELS = ("red", "green", "blue", "mask", "probability", "positive", "negative")
@@ -55,13 +57,17 @@ class OutlineRefiner(nn.Module):
     Args:
         width: channels of the first level (doubled at the next two, kept at the last).
         classes: class names of the objects it was trained to refine.
+        window: side of the square window it reads and draws, in image pixels (a multiple of 8).
     """
 
-    def __init__(self, width: int = 16, classes: Sequence[str] = ("nucleus",)) -> None:
+    def __init__(self, width: int = 16, classes: Sequence[str] = ("nucleus",), window: int = WINDOW) -> None:
         super().__init__()
+        if int(window) != window or window % 8 or window <= 2 * MARGIN:
+            raise ValueError(f"window must be a multiple of 8 larger than {2 * MARGIN} pixels, got {window!r}")
         widths = (width, 2 * width, 4 * width, 4 * width)
         self.width = int(width)
         self.classes = tuple(classes)
+        self.window = int(window)
         self.encoder = nn.ModuleList([_block(len(CHANNELS), widths[0])]
                                      + [_block(widths[i], widths[i + 1]) for i in range(3)])
         self.decoder = nn.ModuleList([_block(widths[i + 1] + widths[i], widths[i]) for i in (2, 1, 0)])
@@ -90,33 +96,33 @@ def click_map(points: np.ndarray, shape: tuple[int, int], origin: tuple[int, int
     return out
 
 
-def window_for(mask: np.ndarray) -> tuple[int, int] | None:
-    """Top-left ``(row, col)`` of the :data:`WINDOW`-sized window centred on ``mask``'s bounding
+def window_for(mask: np.ndarray, window: int = WINDOW) -> tuple[int, int] | None:
+    """Top-left ``(row, col)`` of the ``window``-sized window centred on ``mask``'s bounding
     box, or None when the mask is empty or does not fit in it with :data:`MARGIN` to spare. The
     window may reach past the image's edge (:func:`crop` pads)."""
     rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
     if rows.size == 0:
         return None
-    if rows[-1] - rows[0] + 1 > WINDOW - 2 * MARGIN or cols[-1] - cols[0] + 1 > WINDOW - 2 * MARGIN:
+    if rows[-1] - rows[0] + 1 > window - 2 * MARGIN or cols[-1] - cols[0] + 1 > window - 2 * MARGIN:
         return None
-    return (int((rows[0] + rows[-1] + 1) // 2 - WINDOW // 2), int((cols[0] + cols[-1] + 1) // 2 - WINDOW // 2))
+    return (int((rows[0] + rows[-1] + 1) // 2 - window // 2), int((cols[0] + cols[-1] + 1) // 2 - window // 2))
 
 
-def crop(array: np.ndarray, origin: tuple[int, int], mode: str = "constant") -> np.ndarray:
-    """The ``WINDOW x WINDOW`` window at ``origin`` of the last two axes of ``array``, padded
+def crop(array: np.ndarray, origin: tuple[int, int], mode: str = "constant", window: int = WINDOW) -> np.ndarray:
+    """The ``window x window`` window at ``origin`` of the last two axes of ``array``, padded
     past the image's edge (``mode`` as :func:`numpy.pad`: ``"edge"`` for the image)."""
     h, w = array.shape[-2:]
     r0, c0 = origin
-    pad = ((max(0, -r0), max(0, r0 + WINDOW - h)), (max(0, -c0), max(0, c0 + WINDOW - w)))
+    pad = ((max(0, -r0), max(0, r0 + window - h)), (max(0, -c0), max(0, c0 + window - w)))
     lead = [(0, 0)] * (array.ndim - 2)
     padded = np.pad(array, lead + list(pad), mode=mode) if any(sum(p) for p in pad) else array
     r, c = r0 + pad[0][0], c0 + pad[1][0]
-    return padded[..., r:r + WINDOW, c:c + WINDOW]
+    return padded[..., r:r + window, c:c + window]
 
 
 def refiner_input(rgb01: np.ndarray, mask: np.ndarray, probability: np.ndarray, positive: np.ndarray,
-                  negative: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
-    """``[7, WINDOW, WINDOW]`` float32 input for one object.
+                  negative: np.ndarray, origin: tuple[int, int], window: int = WINDOW) -> np.ndarray:
+    """``[7, window, window]`` float32 input for one object.
 
     Args:
         rgb01: ``[3, H, W]`` image on 0..1 (the engine's prepared image / 255).
@@ -124,12 +130,13 @@ def refiner_input(rgb01: np.ndarray, mask: np.ndarray, probability: np.ndarray, 
         probability: ``[H, W]`` SEEM's mask probability.
         positive, negative: ``[N, 2]`` clicks (row, col).
         origin: the window's top-left pixel (:func:`window_for`).
+        window: the window's side (the refiner's ``window``).
     """
-    shape = (WINDOW, WINDOW)
+    shape = (window, window)
     return np.concatenate([
-        crop(rgb01, origin, "edge").astype(np.float32),
-        crop(mask, origin)[None].astype(np.float32),
-        crop(probability, origin)[None].astype(np.float32),
+        crop(rgb01, origin, "edge", window).astype(np.float32),
+        crop(mask, origin, window=window)[None].astype(np.float32),
+        crop(probability, origin, window=window)[None].astype(np.float32),
         click_map(positive, shape, origin)[None],
         click_map(negative, shape, origin)[None],
     ])
@@ -143,7 +150,7 @@ def keep_clicked(refined: np.ndarray, positive: np.ndarray, origin: tuple[int, i
         return refined
     keep = set()
     for r, c in np.rint(np.asarray(positive, np.float64) - np.asarray(origin)).astype(int):
-        if 0 <= r < WINDOW and 0 <= c < WINDOW and labels[r, c]:
+        if 0 <= r < refined.shape[0] and 0 <= c < refined.shape[1] and labels[r, c]:
             keep.add(int(labels[r, c]))
     if not keep:
         overlap = np.bincount(labels[fallback], minlength=n + 1)
@@ -155,25 +162,27 @@ def keep_clicked(refined: np.ndarray, positive: np.ndarray, origin: tuple[int, i
 @torch.inference_mode()
 def refine_outlines(refiner: OutlineRefiner, rgb01: np.ndarray, masks: np.ndarray, probabilities: np.ndarray,
                     clicks: Sequence[tuple[np.ndarray, np.ndarray]], indices: Sequence[int],
-                    inside_share: float | None = None) -> np.ndarray:
+                    inside_share: float | None = None, min_agreement: float = MIN_AGREEMENT) -> np.ndarray:
     """``masks`` (``[N, H, W]`` bool, a copy) with the objects ``indices`` drawn again by ``refiner``.
 
-    An object is left as it is when its mask is empty or too large for the window, when it has no
-    positive click (the refiner was trained on clicked objects), or when the refined mask overlaps
-    the engine's by less than :data:`MIN_AGREEMENT` (IoU) and, with ``inside_share``, lies less
-    than that share inside the engine's mask (a caller that knows the object is a nucleus takes a
-    leak cut back: see ``propagate.redraw_outlines``). Only the regions that hold a positive click
-    are kept. ``probabilities`` is ``[N, H, W]``; ``clicks`` is ``(positive, negative)`` ``[K, 2]``
-    points per object.
+    An object is left as it is when its mask is empty or too large for the refiner's window, when
+    it has no positive click (the refiner was trained on clicked objects), or when the refined
+    mask overlaps the engine's by less than ``min_agreement`` (IoU; :data:`MIN_AGREEMENT`) and,
+    with ``inside_share``, lies less than that share inside the engine's mask (a caller that knows
+    the object is a nucleus takes a leak cut back: see ``propagate.redraw_outlines``); with
+    ``min_agreement=0`` every non-empty outline is taken. Only the regions that hold a positive
+    click are kept. ``probabilities`` is ``[N, H, W]``; ``clicks`` is ``(positive, negative)``
+    ``[K, 2]`` points per object.
     """
     out = masks.copy()
+    size = refiner.window
     batch, where = [], []
     for k in indices:
         positive, negative = clicks[k]
-        origin = window_for(masks[k]) if len(positive) else None
+        origin = window_for(masks[k], size) if len(positive) else None
         if origin is None:
             continue
-        batch.append(refiner_input(rgb01, masks[k], probabilities[k], positive, negative, origin))
+        batch.append(refiner_input(rgb01, masks[k], probabilities[k], positive, negative, origin, size))
         where.append((k, origin))
     if not batch:
         return out
@@ -182,16 +191,29 @@ def refine_outlines(refiner: OutlineRefiner, rgb01: np.ndarray, masks: np.ndarra
     h, w = masks.shape[-2:]
     for (k, (r0, c0)), window_logits in zip(where, logits):
         positive = clicks[k][0]
-        drawn = keep_clicked(window_logits > 0, positive, (r0, c0), crop(masks[k], (r0, c0)))
-        inside = (slice(max(0, r0), min(h, r0 + WINDOW)), slice(max(0, c0), min(w, c0 + WINDOW)))
+        drawn = keep_clicked(window_logits > 0, positive, (r0, c0), crop(masks[k], (r0, c0), window=size))
+        inside = (slice(max(0, r0), min(h, r0 + size)), slice(max(0, c0), min(w, c0 + size)))
         refined = drawn[inside[0].start - r0:inside[0].stop - r0, inside[1].start - c0:inside[1].stop - c0]
         engine = masks[k][inside]  # all of the engine's mask: it fits in the window
         union, common = (refined | engine).sum(), (refined & engine).sum()
-        if union and (common / union >= MIN_AGREEMENT
-                      or (inside_share is not None and common and common >= inside_share * refined.sum())):
+        if union and refined.any() and (common / union >= min_agreement
+                                        or (inside_share is not None and common and common >= inside_share * refined.sum())):
             out[k] = False
             out[k][inside] = refined
     return out
+
+
+def refiner_file(classes: Sequence[str]) -> str:
+    """File name of a refiner of ``classes`` in a training run's folder: :data:`REFINER_FILE` for
+    nuclei (``("nucleus",)``), else e.g. ``refiner_cell.safetensors``."""
+    if tuple(classes) == ("nucleus",):
+        return REFINER_FILE
+    return f"refiner_{'_'.join(classes)}.safetensors"
+
+
+def refiner_files(folder: str | Path) -> list[Path]:
+    """The refiners' files (:func:`refiner_file`) in a training run's ``folder``, sorted by name."""
+    return sorted(p for p in Path(folder).glob("refiner*.safetensors") if p.is_file())
 
 
 def save_refiner(refiner: OutlineRefiner, path: str | Path) -> Path:
@@ -201,7 +223,8 @@ def save_refiner(refiner: OutlineRefiner, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in refiner.state_dict().items()}
-    save_file(state, str(path), metadata={"width": str(refiner.width), "classes": ",".join(refiner.classes)})
+    save_file(state, str(path), metadata={"width": str(refiner.width), "classes": ",".join(refiner.classes),
+                                          "window": str(refiner.window)})
     return path
 
 
@@ -222,7 +245,11 @@ def load_refiner(path: str | Path) -> OutlineRefiner:
         raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
     if "width" not in meta or "classes" not in meta:
         raise ValueError(f"{path} has no outline-refiner settings (width, classes) in its metadata")
-    refiner = OutlineRefiner(int(meta["width"]), [c for c in meta["classes"].split(",") if c])
+    try:  # files written before refiners had a window of their own: the 64 px window
+        refiner = OutlineRefiner(int(meta["width"]), [c for c in meta["classes"].split(",") if c],
+                                 window=int(meta.get("window", WINDOW)))
+    except ValueError as error:
+        raise ValueError(f"{path} has invalid outline-refiner settings: {error}") from error
     try:
         refiner.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as error:

@@ -51,6 +51,11 @@ refiner keeps a mask whose outline it would change too much (``MIN_AGREEMENT``),
 object is known to be a nucleus: a redrawn outline that lies at least :data:`INSIDE_SHARE` inside
 the propagated mask is a leak cut back, and is taken however much smaller it is.
 
+Cells keep their outline too (with an outline refiner that draws cells): each frame, every object
+that started as a ``cell`` is drawn again by that refiner from a click at its mask's deepest
+pixel, where the new outline agrees with the propagated mask (``MIN_AGREEMENT``): a mask that
+creeps over a neighbour cell, frame by frame, is cut back to the cell (:func:`redraw_cells`).
+
 ``propagate`` is a generator: the caller shows progress per frame and cancels by no longer
 iterating (the frames done so far stay done). To correct frame ``k`` and re-propagate, call it
 again with ``start=k`` and the corrected result: only frames after ``k`` (in the chosen
@@ -191,8 +196,9 @@ def propagate(
                 hold_shrinking(nxt, active, probability, hold_probability)
             if reanchor:
                 reanchor_nuclei(segmenter, nxt, started)
-            if segmenter.refiner is not None and segmenter.connected_objects:
+            if segmenter.refiners and segmenter.connected_objects:
                 redraw_outlines(segmenter, nxt, started, drawn)
+                redraw_cells(segmenter, nxt, started)
             keep = [
                 k for k in range(len(nxt))
                 if nxt.masks[k].any()
@@ -331,10 +337,10 @@ def redraw_outlines(segmenter: "Segmenter", result: Segmentation, started: dict[
     the seed's where none was drawn). Returns the positions of the objects the refiner was run on
     (it keeps a mask it disagrees with, unless the new outline lies :data:`INSIDE_SHARE` inside
     it: ``refine_outlines``)."""
-    refiner = segmenter.refiner
+    refiner = segmenter.refiner_for(NUCLEUS)
     indices = [k for k in range(len(result))
                if result.masks[k].any() and started.get(int(result.object_ids[k]), ("", 0.0))[0] == NUCLEUS]
-    if NUCLEUS not in refiner.classes or not indices:
+    if refiner is None or not indices:
         return []
     # only these objects' arrays (not one image-sized probability per object of the result);
     # read after re-anchoring, which may have replaced a mask's logits
@@ -352,6 +358,26 @@ def redraw_outlines(segmenter: "Segmenter", result: Segmentation, started: dict[
         if area >= bound:
             result.masks[k] = redrawn[j]
             drawn[oid] = area
+    return indices
+
+
+def redraw_cells(segmenter: "Segmenter", result: Segmentation, started: dict[int, tuple[str, float]]) -> list[int]:
+    """Draw again, in place, with the segmenter's outline refiner of cells, the masks of
+    ``result`` (on the segmenter's current image) of objects that started as cells, whatever
+    they are named now, from a click at each mask's deepest pixel; the refiner keeps a mask its
+    outline disagrees with (``MIN_AGREEMENT``). ``started``: object id -> (seed class name, seed
+    area). Returns the positions of the objects the refiner was run on."""
+    refiner = segmenter.refiner_for(CELL)
+    indices = [k for k in range(len(result))
+               if result.masks[k].any() and started.get(int(result.object_ids[k]), ("", 0.0))[0] == CELL]
+    if refiner is None or not indices:
+        return []
+    probabilities = np.stack([segmenter.mask_probabilities(result, k) for k in indices])
+    clicks = [(np.array([deepest_pixel(result.masks[k])], np.float64), np.zeros((0, 2))) for k in indices]
+    redrawn = refine_outlines(refiner, segmenter.refiner_image(), result.masks[indices], probabilities, clicks,
+                              range(len(indices)))
+    for j, k in enumerate(indices):
+        result.masks[k] = redrawn[j]
     return indices
 
 

@@ -44,7 +44,7 @@ from scipy.special import expit
 from .connected import CELL, cut_at_foreign_nuclei, deepest_pixel, keep_prompted_regions
 from .device import inference_context
 from .image import logits_to_original
-from .outline_refiner import WINDOW, refine_outlines, window_for
+from .outline_refiner import refine_outlines, window_for
 from .prompts import click_squares
 from .result import Segmentation
 
@@ -97,7 +97,7 @@ def refine_by_clicks(segmenter: "Segmenter", state: "_ImageState", found: Segmen
     is_cell = {k: nuclei is not None and found.class_names[k] == CELL for k in present}
     clicks = {k: _inner_point(positions, boxes[k], k + 1, avoid=nuclei if is_cell[k] else None) for k in present}
     masks: dict[int, tuple[tuple[slice, slice], np.ndarray]] = {}  # object -> (window, its final mask there)
-    redraw = segmenter.refiner is not None  # the outline refiner redraws the clicked objects of its classes
+    # an outline refiner redraws the clicked objects of its classes
     refined_rows: list[np.ndarray] = []
     row_of: dict[int, int] = {}
     for start in range(0, len(present), chunk):
@@ -119,8 +119,9 @@ def refine_by_clicks(segmenter: "Segmenter", state: "_ImageState", found: Segmen
             if is_cell[k] and new.any():
                 prob = expit(window_logits)
                 new = cut_at_foreign_nuclei(new, prob, click, nuclei[window], nucleus_areas=areas)
-            if redraw and found.class_names[k] in segmenter.refiner.classes and new.any():
-                new = _redrawn(segmenter.refiner, segmenter._refiner_image(state), window, new,
+            refiner = segmenter.refiner_for(found.class_names[k])
+            if refiner is not None and new.any():
+                new = _redrawn(refiner, segmenter._refiner_image(state), window, new,
                                expit(window_logits), clicks[k])
             area, cover = int(found_mask.sum()), int((new & found_mask).sum())
             if cover >= MIN_COVER * area and new.sum() <= MAX_GROWTH * area:
@@ -157,12 +158,13 @@ def _redrawn(refiner, rgb01: np.ndarray, window: tuple[slice, slice], mask: np.n
     """``mask`` (inside ``window``) drawn again by the outline refiner from the click ``click``, as
     ``Segmenter._result`` redraws a clicked object (the redrawn mask is kept inside ``window``).
     Only the refiner's window around the mask is handed over (no image-sized arrays per object)."""
-    origin = window_for(mask)
+    size = refiner.window
+    origin = window_for(mask, size)
     if origin is None:  # too large for the refiner: left as it is
         return mask
     h, w = rgb01.shape[-2:]
     top, left = origin[0] + window[0].start, origin[1] + window[1].start
-    region = (slice(max(0, top), min(h, top + WINDOW)), slice(max(0, left), min(w, left + WINDOW)))
+    region = (slice(max(0, top), min(h, top + size)), slice(max(0, left), min(w, left + size)))
     local_mask = _moved(mask, window, region)
     local_probability = _moved(probability.astype(np.float32), window, region)
     clicks = [(np.array([click], np.float64) - (region[0].start, region[1].start), np.zeros((0, 2)))]

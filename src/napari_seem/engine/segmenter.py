@@ -51,7 +51,7 @@ from .connected import (
 from .device import inference_context, release_memory, resolve_device
 from .feature_cache import FeatureCache, image_signature, model_fingerprint
 from .image import DEFAULT_MAX_SIDE, DEFAULT_SHORT_SIDE, MAX_SCALE, Normalize, PreparedImage, logits_to_original, prepare_image
-from .outline_refiner import OutlineRefiner, load_refiner, refine_outlines
+from .outline_refiner import MIN_AGREEMENT, OutlineRefiner, load_refiner, refine_outlines
 from .prompts import ObjectPrompt, rasterize, stack_prompts
 from .result import Segmentation
 from .vocabulary import Vocabulary, default_cache_dir
@@ -63,6 +63,12 @@ PromptsArg = ObjectPrompt | Sequence[ObjectPrompt] | None
 #: clicks on a 1024 x 1024 image, 2 threads: 4.7 s and 1.26 GB above the encoded image in one
 #: pass; 3.4 s and 0.28 GB in chunks of 16
 PROMPT_PIXELS = 1 << 24
+
+#: class name -> the overlap (IoU) with the engine's mask a clicked object's refined outline needs
+#: to replace it (else ``MIN_AGREEMENT``). A cell clicked near its edge often comes out of SEEM as
+#: (part of) its neighbour, while its refiner, trained on such masks, draws the clicked cell: the
+#: refiner's outline is taken whatever its overlap (measured in the model card, *Outline refiner*)
+CLICKED_AGREEMENT: dict[str, float] = {CELL: 0.0}
 
 
 @dataclass
@@ -131,10 +137,12 @@ class Segmenter:
             it is decoded again from a click at its centre
             (:func:`napari_seem.engine.propagate.reanchor_nuclei`).
         refiner: an :class:`~napari_seem.engine.outline_refiner.OutlineRefiner` trained for this
-            model: with ``connected_objects``, every clicked object of the refiner's classes is
-            drawn again, at full resolution, from the image, the engine's mask, SEEM's
-            probability and the clicks (after the rules above). ``from_pretrained`` gives a
-            shipped model its own refiner (``seem_tiny_synthetic``: nuclei); None: no refiner.
+            model, or several (one per class): with ``connected_objects``, every clicked object
+            of a refiner's classes is drawn again, at full resolution, from the image, the
+            engine's mask, SEEM's probability and the clicks (after the rules above; a clicked
+            cell's outline is the refiner's, see :data:`CLICKED_AGREEMENT`). ``from_pretrained``
+            gives a shipped model its own refiners (``seem_tiny_synthetic``: nuclei and cells);
+            None: no refiner. The attribute ``refiners`` holds them (a tuple).
     """
 
     def __init__(
@@ -157,7 +165,7 @@ class Segmenter:
         cells_hold_one_nucleus: bool = True,
         fit_boxes: bool = True,
         shape_priors: bool = True,
-        refiner: OutlineRefiner | None = None,
+        refiner: OutlineRefiner | Sequence[OutlineRefiner] | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = precision
@@ -173,7 +181,7 @@ class Segmenter:
         self.cells_hold_one_nucleus = bool(cells_hold_one_nucleus)
         self.fit_boxes = bool(fit_boxes)
         self.shape_priors = bool(shape_priors)
-        self.refiner = None if refiner is None else refiner.to(self.device).eval()
+        self.refiner = refiner
         self._nuclei: tuple[tuple, tuple[np.ndarray, np.ndarray]] | None = None  # (image and settings, nuclei)
         self.text_cache_dir = default_cache_dir() if text_cache_dir == "default" else text_cache_dir
         if templates not in (True, False, "auto"):
@@ -189,6 +197,27 @@ class Segmenter:
         self._image: _ImageState | None = None
         self._lock = threading.RLock()
         self.model_name = "custom"
+
+    @property
+    def refiner(self) -> tuple[OutlineRefiner, ...] | None:
+        """The outline refiners (``refiners``), None when there is none; set it to one refiner,
+        several or None."""
+        return self.refiners or None
+
+    @refiner.setter
+    def refiner(self, value: OutlineRefiner | Sequence[OutlineRefiner] | None) -> None:
+        refiners = () if value is None else (value,) if hasattr(value, "classes") else tuple(value)
+        for r in refiners:
+            if not isinstance(r, torch.nn.Module) or not hasattr(r, "classes"):
+                raise TypeError(f"refiner must be an OutlineRefiner, several or None, got {type(r).__name__}")
+        drawn = [c for r in refiners for c in r.classes]
+        if len(drawn) != len(set(drawn)):
+            raise ValueError(f"two outline refiners draw the same class: {drawn}")
+        self.refiners: tuple[OutlineRefiner, ...] = tuple(r.to(self.device).eval() for r in refiners)
+
+    def refiner_for(self, class_name: str) -> OutlineRefiner | None:
+        """The outline refiner that draws objects named ``class_name``, or None."""
+        return next((r for r in self.refiners if class_name in r.classes), None)
 
     @property
     def scale(self) -> float | None:
@@ -217,8 +246,9 @@ class Segmenter:
         ``"auto"`` (default) takes the official Focal-T v1 checkpoint when it is on this machine,
         else the shipped synthetic-microscopy model. A shipped model starts with the vocabulary it
         was trained on (e.g. nucleus, cell, vesicle) unless ``vocabulary=`` is given, and with its
-        outline refiner unless ``refiner=`` is given (a file, an ``OutlineRefiner`` or None); the
-        weights file of a training run takes the ``refiner.safetensors`` beside it.
+        outline refiners unless ``refiner=`` is given (a file, an ``OutlineRefiner``, a list of
+        those, or None); the weights file of a training run takes the ``refiner*.safetensors``
+        beside it.
         """
         from ..model.pretrained import AUTO, default_model_name
 
@@ -243,8 +273,11 @@ class Segmenter:
                 )
         if "refiner" not in kwargs:  # a shipped model's own, or a training run's (--refiner)
             kwargs["refiner"] = model_refiner(name)
-        if isinstance(kwargs.get("refiner"), (str, Path)):
-            kwargs["refiner"] = load_refiner(kwargs["refiner"])
+        refiner = kwargs.get("refiner")
+        if isinstance(refiner, (str, Path)):
+            kwargs["refiner"] = load_refiner(refiner)
+        elif isinstance(refiner, (list, tuple)):
+            kwargs["refiner"] = [load_refiner(r) if isinstance(r, (str, Path)) else r for r in refiner]
         segmenter = cls(model, device=device, **kwargs)
         segmenter.model_name = str(name)
         return segmenter
@@ -637,12 +670,13 @@ class Segmenter:
                         before = before_growth if previous is None else previous.mask(k)
                         masks[k] = grow_toward_positive_clicks(masks[k], before, anchor, positive[1:])
                     masks[k] = cut_beyond_negative_clicks(masks[k], anchor, negative_clicks, keep=positive)
-        if self.refiner is not None and prompt_regions is not None and clicks is not None:
-            indices = [k for k in range(len(masks)) if names[k] in self.refiner.classes]
-            if indices:
+        if self.refiners and prompt_regions is not None and clicks is not None:
+            for name in sorted({n for n in names if self.refiner_for(n) is not None}):
+                indices = [k for k in range(len(masks)) if names[k] == name]
                 prob_np = np.zeros(masks.shape, np.float32)
                 prob_np[indices] = probs[indices].cpu().numpy()
-                masks = refine_outlines(self.refiner, self._refiner_image(state), masks, prob_np, clicks, indices)
+                masks = refine_outlines(self.refiner_for(name), self._refiner_image(state), masks, prob_np, clicks,
+                                        indices, min_agreement=CLICKED_AGREEMENT.get(name, MIN_AGREEMENT))
         inside = torch.from_numpy(masks).to(full.device).float()
         scores = ((probs * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp_min(1)).cpu().numpy()
         return Segmentation(

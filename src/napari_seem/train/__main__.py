@@ -5,6 +5,8 @@ Examples::
     python -m napari_seem.train --reproduce --out runs/tiny          # reproduce seem_tiny_synthetic
     python -m napari_seem.train --refiner --fine-tune runs/mine/model.safetensors --out runs/mine
         # an outline refiner for a fine-tuned model, trained on its own masks of nuclei
+    python -m napari_seem.train --refiner --refiner-classes cell --refiner-window 96 \
+        --fine-tune runs/mine/model.safetensors --out runs/mine     # ... and one for its cells
     python -m napari_seem.train --fine-tune seem_tiny_synthetic --data my_folder --steps 500 \\
         --classes nucleus --out runs/mine
     python -m napari_seem.train --fine-tune seem_tiny_synthetic --data my_folder --steps 500 \\
@@ -22,12 +24,23 @@ import yaml
 
 from ..model import load_config
 from ..model.config import RUN_SECTION
-from ..engine.outline_refiner import REFINER_FILE, save_refiner
+from ..engine.outline_refiner import MARGIN, WINDOW, refiner_file, save_refiner
 from .checkpoints import load_checkpoint
 from .data import VOCABULARY, FolderDataset
 from .loop import TrainConfig, export, new_model, train
 from .objective import ObjectiveConfig
-from .refiner import REFINER_IMAGES, REFINER_LR, REFINER_SEQUENCES, REFINER_STEPS, refiner_samples, train_refiner
+from .refiner import (
+    CELL_REFINER_IMAGES,
+    CELL_REFINER_SEQUENCES,
+    CELL_REFINER_STEPS,
+    CELL_REFINER_WINDOW,
+    REFINER_IMAGES,
+    REFINER_LR,
+    REFINER_SEQUENCES,
+    REFINER_STEPS,
+    refiner_samples,
+    train_refiner,
+)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "weights" / "seem_tiny_synthetic.yaml"
 
@@ -91,6 +104,12 @@ def recipe(out: str) -> list[list[str]]:
          "--steps", str(REFINER_STEPS), "--refiner-images", str(REFINER_IMAGES),
          "--refiner-sequences", str(REFINER_SEQUENCES), "--seed", "9",
          "--out", str(out_dir / "refiner")],
+        # the outline refiner of cells, on phase 6's own masks of cells, in a larger window
+        ["--refiner", "--refiner-classes", "cell", "--refiner-window", str(CELL_REFINER_WINDOW),
+         "--fine-tune", str(out_dir / "phase6" / "model.safetensors"), "--config", config,
+         "--steps", str(CELL_REFINER_STEPS), "--refiner-images", str(CELL_REFINER_IMAGES),
+         "--refiner-sequences", str(CELL_REFINER_SEQUENCES), "--seed", "9",
+         "--out", str(out_dir / "refiner")],
     ]
     # Two threads: the shipped weights were made so (the result depends on the thread count)
     return [phase + ["--threads", "2"] for phase in phases]
@@ -98,7 +117,7 @@ def recipe(out: str) -> list[list[str]]:
 
 def train_refiner_command(args: argparse.Namespace, out: Path) -> Path:
     """``--refiner``: windows from the model's own masks, then the refiner; writes
-    ``out/refiner.safetensors``."""
+    ``out/refiner.safetensors`` (a refiner of nuclei) or ``out/refiner_<classes>.safetensors``."""
     if args.data:
         raise SystemExit("--refiner trains on synthetic images only (the windows need the model's masks of objects "
                          "with exact outlines); leave out --data")
@@ -106,16 +125,19 @@ def train_refiner_command(args: argparse.Namespace, out: Path) -> Path:
     if unknown:
         raise SystemExit(f"--refiner-classes {' '.join(unknown)}: the synthetic images hold only "
                          f"{', '.join(VOCABULARY)}")
+    if args.refiner_window % 8 or args.refiner_window <= 2 * MARGIN:
+        raise SystemExit(f"--refiner-window {args.refiner_window}: a multiple of 8 larger than {2 * MARGIN} pixels")
     checkpoint = args.fine_tune or "seem_tiny_synthetic"
     print(f"outline refiner for {checkpoint}: windows from {args.refiner_images} synthetic images "
-          f"and {args.refiner_sequences} time-lapses")
+          f"and {args.refiner_sequences} time-lapses, {args.refiner_window} px windows")
     inputs, targets = refiner_samples(checkpoint, args.config, args.refiner_images, args.seed,
                                       vocabulary=tuple(args.classes), classes=tuple(args.refiner_classes),
-                                      sequences=args.refiner_sequences, workers=args.workers)
+                                      sequences=args.refiner_sequences, workers=args.workers,
+                                      window=args.refiner_window)
     print(f"{len(inputs)} windows")
     refiner = train_refiner(inputs, targets, steps=args.steps or REFINER_STEPS, seed=args.seed,
                             lr=args.lr or REFINER_LR, classes=tuple(args.refiner_classes), threads=args.threads)
-    path = save_refiner(refiner, out / REFINER_FILE)
+    path = save_refiner(refiner, out / refiner_file(refiner.classes))
     print(f"refiner: {path}")
     return path
 
@@ -155,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
                         "(fields of napari_seem.train.ObjectiveConfig)")
     p.add_argument("--refiner", action="store_true",
                    help="train an outline refiner for the model of --fine-tune (default: seem_tiny_synthetic) "
-                        "on that model's own masks of synthetic images, into --out/refiner.safetensors")
+                        "on that model's own masks of synthetic images, into --out/refiner.safetensors "
+                        "(of nuclei; of other classes --out/refiner_<classes>.safetensors)")
     p.add_argument("--refiner-images", type=int, default=REFINER_IMAGES,
                    help=f"with --refiner: synthetic images whose objects give the training windows "
                         f"(default {REFINER_IMAGES})")
@@ -164,11 +187,14 @@ def main(argv: list[str] | None = None) -> None:
                         f"too (default {REFINER_SEQUENCES})")
     p.add_argument("--refiner-classes", nargs="+", default=["nucleus"],
                    help="with --refiner: the classes it refines (default: nucleus)")
+    p.add_argument("--refiner-window", type=int, default=WINDOW,
+                   help=f"with --refiner: side of the window it reads and draws, in pixels, a multiple of 8 "
+                        f"(default {WINDOW}; the shipped refiner of cells: {CELL_REFINER_WINDOW})")
     p.add_argument("--workers", type=int, default=2,
                    help="with --refiner: processes that make the training windows (one thread each)")
     p.add_argument("--reproduce", action="store_true",
                    help="run every phase that produced the shipped seem_tiny_synthetic weights, in --out/phaseN, "
-                        "then its outline refiner, in --out/refiner "
+                        "then its outline refiners (nuclei, cells), in --out/refiner "
                         "(the last phase's model.safetensors equals the shipped file on the same processor; "
                         "see the model card)")
     args = p.parse_args(argv)

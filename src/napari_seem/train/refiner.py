@@ -40,6 +40,8 @@ from .loop import Progress, sample_seed
 #: the shipped refiner's recipe: images and time-lapses whose objects give the windows, steps, peak
 #: learning rate
 REFINER_IMAGES, REFINER_SEQUENCES, REFINER_STEPS, REFINER_LR = 800, 160, 3000, 2e-3
+#: the shipped refiner of cells: images, time-lapses, steps, window (cells are 40-60 px across)
+CELL_REFINER_IMAGES, CELL_REFINER_SEQUENCES, CELL_REFINER_STEPS, CELL_REFINER_WINDOW = 400, 80, 1500, 96
 #: frames of a training time-lapse (as the acceptance's time-lapses)
 SEQUENCE_FRAMES = 20
 
@@ -47,8 +49,9 @@ SEQUENCE_FRAMES = 20
 MIN_AREA = 60
 
 
-def _image_samples(segmenter, seed: int, size: int, classes: tuple[str, ...], rounds: int):
-    """``(inputs [K, 7, W, W] float16, targets [K, W, W] bool)`` for one synthetic image."""
+def _image_samples(segmenter, seed: int, size: int, classes: tuple[str, ...], rounds: int, window: int = WINDOW):
+    """``(inputs [K, 7, W, W] float16, targets [K, W, W] bool)`` for one synthetic image (``W``:
+    ``window``)."""
     rng = np.random.default_rng(seed)
     sample = synthetic_sample(seed, size)
     segmenter.set_image(sample.image)
@@ -64,13 +67,13 @@ def _image_samples(segmenter, seed: int, size: int, classes: tuple[str, ...], ro
         result = segmenter.predict(ObjectPrompt(points=[first]))
         for round_ in range(rounds + 1):
             mask = result.masks[0]
-            origin = window_for(mask)
+            origin = window_for(mask, window)
             if origin is not None:
                 pts = np.asarray(points, np.float64)
                 lab = np.asarray(labels)
                 inputs.append(refiner_input(rgb01, mask, segmenter.mask_probabilities(result, 0),
-                                            pts[lab == 1], pts[lab == 0], origin).astype(np.float16))
-                targets.append(crop(full, origin))
+                                            pts[lab == 1], pts[lab == 0], origin, window).astype(np.float16))
+                targets.append(crop(full, origin, window=window))
             click = next_click(mask, full) if round_ < rounds else None
             if click is None:
                 break
@@ -78,11 +81,11 @@ def _image_samples(segmenter, seed: int, size: int, classes: tuple[str, ...], ro
             labels.append(click[1])
             result = segmenter.predict(ObjectPrompt(points=points, point_labels=labels), previous=result)
     if not inputs:
-        return _no_windows()
+        return _no_windows(window)
     return np.stack(inputs), np.stack(targets)
 
 
-def _sequence_samples(segmenter, seed: int, size: int, classes: tuple[str, ...]):
+def _sequence_samples(segmenter, seed: int, size: int, classes: tuple[str, ...], window: int = WINDOW):
     """``(inputs [K, 7, W, W] float16, targets [K, W, W] bool)`` for one synthetic time-lapse: the
     windows of a propagation's redraw (see the module docstring). A frame's object gives a window
     only while it is named as one of ``classes`` and its mask's deepest pixel (the click) lies on
@@ -92,7 +95,7 @@ def _sequence_samples(segmenter, seed: int, size: int, classes: tuple[str, ...])
     ids = [t["id"] for t in sequence.tracks
            if t["class"] in classes and t["first"] == 0 and (maps[t["class"]][0] == t["id"]).sum() >= MIN_AREA]
     if not ids:
-        return _no_windows()
+        return _no_windows(window)
     kind = {t["id"]: t["class"] for t in sequence.tracks}
     segmenter.set_image(sequence.image[0])
     seeds = segmenter.predict([ObjectPrompt(points=[object_centre(maps[kind[i]][0], i)]) for i in ids])
@@ -104,7 +107,7 @@ def _sequence_samples(segmenter, seed: int, size: int, classes: tuple[str, ...])
         rgb01 = segmenter.refiner_image()
         for k, oid in enumerate(result.object_ids):
             mask = result.masks[k]
-            origin = window_for(mask)
+            origin = window_for(mask, window)
             if origin is None or result.class_names[k] not in classes:
                 continue
             truth = maps[kind[int(oid)]][frame] == oid
@@ -112,15 +115,16 @@ def _sequence_samples(segmenter, seed: int, size: int, classes: tuple[str, ...])
             if not truth[click]:
                 continue
             inputs.append(refiner_input(rgb01, mask, segmenter.mask_probabilities(result, k),
-                                        np.array([click], np.float64), np.zeros((0, 2)), origin).astype(np.float16))
-            targets.append(crop(truth, origin))
+                                        np.array([click], np.float64), np.zeros((0, 2)), origin,
+                                        window).astype(np.float16))
+            targets.append(crop(truth, origin, window=window))
     if not inputs:
-        return _no_windows()
+        return _no_windows(window)
     return np.stack(inputs), np.stack(targets)
 
 
-def _no_windows() -> tuple[np.ndarray, np.ndarray]:
-    return np.zeros((0, len(CHANNELS), WINDOW, WINDOW), np.float16), np.zeros((0, WINDOW, WINDOW), bool)
+def _no_windows(window: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, len(CHANNELS), window, window), np.float16), np.zeros((0, window, window), bool)
 
 
 def _image_plan(n_images: int, seed: int, sizes: tuple[int, ...]) -> list[tuple[str, int, int]]:
@@ -160,31 +164,32 @@ def _segmenter(checkpoint: str, config: str | None, vocabulary: tuple[str, ...])
 
 
 def _worker_samples(job) -> tuple[np.ndarray, np.ndarray]:
-    classes, rounds, plan = job
-    return _collect(_WORKER["segmenter"], plan, classes, rounds)
+    classes, rounds, window, plan = job
+    return _collect(_WORKER["segmenter"], plan, classes, rounds, window)
 
 
-def _collect(segmenter, plan, classes, rounds) -> tuple[np.ndarray, np.ndarray]:
+def _collect(segmenter, plan, classes, rounds, window: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for kind, item_seed, size in plan:
         if kind == "image":
-            x, y = _image_samples(segmenter, item_seed, size, classes, rounds)
+            x, y = _image_samples(segmenter, item_seed, size, classes, rounds, window)
         else:
-            x, y = _sequence_samples(segmenter, item_seed, size, classes)
+            x, y = _sequence_samples(segmenter, item_seed, size, classes, window)
         if len(x):
             xs.append(x)
             ys.append(y)
     if not xs:
-        return _no_windows()
+        return _no_windows(window)
     return np.concatenate(xs), np.concatenate(ys)
 
 
 def refiner_samples(checkpoint: str, config: str | None, n_images: int, seed: int, *,
                     vocabulary: tuple[str, ...] = VOCABULARY, classes: tuple[str, ...] = ("nucleus",),
                     rounds: int = 3, sizes: tuple[int, ...] = (192, 224, 256), sequences: int = 0,
-                    workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+                    workers: int = 2, window: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
     """Windows from ``n_images`` synthetic images and then ``sequences`` synthetic time-lapses
-    (propagation windows), ``(inputs [K, 7, W, W] float16, targets [K, W, W] bool)``.
+    (propagation windows), ``(inputs [K, 7, W, W] float16, targets [K, W, W] bool)`` (``W``:
+    ``window``, the refiner's).
 
     ``checkpoint`` and ``config`` name the model the refiner is for (as ``--fine-tune`` and
     ``--config``); the engine runs it without a refiner, with one thread, in ``workers``
@@ -193,8 +198,8 @@ def refiner_samples(checkpoint: str, config: str | None, n_images: int, seed: in
     """
     images = _image_plan(n_images, seed, sizes)
     # jobs of four images, and of one time-lapse each (a time-lapse takes about twice as long)
-    jobs = ([(classes, rounds, images[i:i + 4]) for i in range(0, len(images), 4)]
-            + [(classes, rounds, [item]) for item in _sequence_plan(sequences, seed, sizes)])
+    jobs = ([(classes, rounds, window, images[i:i + 4]) for i in range(0, len(images), 4)]
+            + [(classes, rounds, window, [item]) for item in _sequence_plan(sequences, seed, sizes)])
     bar = Progress(len(jobs))
     parts = []
     if workers <= 1:
@@ -233,7 +238,7 @@ def train_refiner(inputs: np.ndarray, targets: np.ndarray, *, steps: int = REFIN
                   batch: int = 16, lr: float = REFINER_LR, width: int = 16, classes: tuple[str, ...] = ("nucleus",),
                   threads: int = 2, log: Callable[[str], None] = print) -> OutlineRefiner:
     """Train a refiner on the windows of :func:`refiner_samples` (CPU, deterministic from ``seed``
-    and ``threads``)."""
+    and ``threads``); its window is the windows' side."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -244,7 +249,7 @@ def train_refiner(inputs: np.ndarray, targets: np.ndarray, *, steps: int = REFIN
 
 def _train(inputs, targets, steps, seed, batch, lr, width, classes, log) -> OutlineRefiner:
     torch.manual_seed(seed)
-    refiner = OutlineRefiner(width, classes)
+    refiner = OutlineRefiner(width, classes, window=inputs.shape[-1])
     optimizer = torch.optim.AdamW(refiner.parameters(), lr=lr, weight_decay=1e-4)
     x_all = torch.from_numpy(inputs)
     y_all = torch.from_numpy(targets)

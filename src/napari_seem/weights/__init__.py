@@ -2,7 +2,8 @@
 
 ``seem_tiny_synthetic``: SEEM v1 with the official architecture at shrunk dimensions, trained by
 ``python -m napari_seem.train`` on synthetic fluorescence microscopy (see ``MODEL_CARD.md``), and
-the outline refiner trained on its masks of nuclei (``seem_tiny_synthetic_refiner``).
+the outline refiners trained on its masks of nuclei (``seem_tiny_synthetic_refiner``) and of cells
+(``seem_tiny_synthetic_cell_refiner``).
 """
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ SHIPPED_MODELS: dict[str, tuple[str, str]] = {
     "seem_tiny_synthetic": ("seem_tiny_synthetic.safetensors", "seem_tiny_synthetic.yaml"),
 }
 
-#: shipped model name -> its outline refiner's weights (``napari_seem.engine.outline_refiner``)
-SHIPPED_REFINERS: dict[str, str] = {
-    "seem_tiny_synthetic": "seem_tiny_synthetic_refiner.safetensors",
+#: shipped model name -> its outline refiners' weights (``napari_seem.engine.outline_refiner``)
+SHIPPED_REFINERS: dict[str, tuple[str, ...]] = {
+    "seem_tiny_synthetic": ("seem_tiny_synthetic_refiner.safetensors", "seem_tiny_synthetic_cell_refiner.safetensors"),
 }
 
 #: class names each shipped model was trained on (its natural vocabulary)
@@ -57,25 +58,30 @@ def load_shipped_model(name: str = "seem_tiny_synthetic"):
     return model.eval()
 
 
-def load_shipped_refiner(name: str = "seem_tiny_synthetic"):
-    """The outline refiner shipped for model ``name`` (an
-    :class:`~napari_seem.engine.outline_refiner.OutlineRefiner`, fp32, eval mode), or None when
-    that model has none in this installation."""
+def load_shipped_refiners(name: str = "seem_tiny_synthetic") -> list:
+    """The outline refiners shipped for model ``name`` (each an
+    :class:`~napari_seem.engine.outline_refiner.OutlineRefiner`, fp32, eval mode), those in this
+    installation; an empty list for a model without any."""
     from ..engine.outline_refiner import load_refiner
 
-    if name not in SHIPPED_REFINERS or not (_HERE / SHIPPED_REFINERS[name]).is_file():
-        return None
-    return load_refiner(_HERE / SHIPPED_REFINERS[name])
+    files = [_HERE / f for f in SHIPPED_REFINERS.get(name, ())]
+    return [load_refiner(f) for f in files if f.is_file()]
 
 
-def model_refiner(name_or_path: str | Path):
-    """The outline refiner a model comes with: a shipped model's own (:func:`load_shipped_refiner`),
-    the ``refiner.safetensors`` beside a training run's weights file (``python -m napari_seem.train
-    --refiner``), else None."""
-    from ..engine.outline_refiner import REFINER_FILE, load_refiner
+def load_shipped_refiner(name: str = "seem_tiny_synthetic", class_name: str = "nucleus"):
+    """The outline refiner shipped for model ``name`` that draws objects named ``class_name``, or
+    None when there is none in this installation."""
+    return next((r for r in load_shipped_refiners(name) if class_name in r.classes), None)
+
+
+def model_refiner(name_or_path: str | Path) -> list | None:
+    """The outline refiners a model comes with: a shipped model's own
+    (:func:`load_shipped_refiners`), the ``refiner*.safetensors`` files beside a training run's
+    weights file (``python -m napari_seem.train --refiner``), else None."""
+    from ..engine.outline_refiner import refiner_files, load_refiner
 
     if str(name_or_path) in SHIPPED_REFINERS:
-        return load_shipped_refiner(str(name_or_path))
+        return load_shipped_refiners(str(name_or_path)) or None
     path = Path(str(name_or_path))
-    beside = path.with_name(REFINER_FILE)
-    return load_refiner(beside) if path.is_file() and beside.is_file() else None
+    beside = refiner_files(path.parent) if path.is_file() else []
+    return [load_refiner(f) for f in beside] or None
