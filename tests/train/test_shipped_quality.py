@@ -270,9 +270,12 @@ def test_random_weights_do_not_reach_the_floor():
     assert text_iou(random_model) < TEXT_FLOOR / 2
 
 
-@pytest.mark.xfail(strict=True, reason="issue 6 open: identity is not kept for every propagated object "
-                   "(XX of 60 on the evaluation set; on this small set also NoC and propagation)")
 def test_issue_6_acceptance_targets(shipped, shipped_refiners):
+    """Issue 6's targets on a small held-out set (2 images, 1 time-lapse), the shipped model with
+    both its refiners, as ``from_pretrained`` runs it. Measured: nuclei 0.900, cells 0.923, NoC@85
+    1.5, text 0.896, class names 100 %, propagation 0.904 with both objects kept. (Until the refiner
+    of cells, 2026-12-07, evening, this failed on NoC, propagation and identity; on the full
+    evaluation set identity is kept for 59 of 60 objects, see the model card.)"""
     report = evaluate(shipped, n_images=2, n_sequences=1, noc_per_class=1, refiner=shipped_refiners)
     assert report.click_iou["nucleus"] >= 0.85
     assert report.click_iou["cell"] >= 0.75

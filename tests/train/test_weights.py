@@ -9,6 +9,12 @@ def test_shipped_model_files():
     weights, config = shipped_model_path("seem_tiny_synthetic")
     assert weights.is_file() and config.is_file()
     assert weights.stat().st_size <= 20 * 1024 * 1024
+    # issue 6: at most 20 MB in the package, the model and its outline refiners together
+    from napari_seem.weights import SHIPPED_REFINERS
+
+    refiners = [weights.parent / f for f in SHIPPED_REFINERS["seem_tiny_synthetic"]]
+    assert all(f.is_file() for f in refiners)
+    assert weights.stat().st_size + sum(f.stat().st_size for f in refiners) <= 20 * 1024 * 1024
     assert (weights.parent / "MODEL_CARD.md").is_file()
     assert "seem_tiny_synthetic" in shipped_model_names()
     assert yaml.safe_load(config.read_text())["MODEL"]["BACKBONE"]["NAME"] == "focal_dw"

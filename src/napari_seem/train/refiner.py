@@ -15,6 +15,9 @@
 2. **Training** (:func:`train_refiner`): BCE + dice against the true mask, AdamW, cosine decay,
    random flips and quarter turns.
 
+A refiner's window is its own (``window``: 64 px for the shipped nuclei's, 96 px for the shipped
+cells', which are 40-60 px across): the windows are made at that size and the refiner keeps it.
+
 Everything follows from the seed; on the same processor and thread count the weights are the
 same byte for byte.
 """
