@@ -316,7 +316,7 @@ def test_cli_fine_tunes_a_checkpoint_on_user_data(tiny_yaml, user_folder, tmp_pa
 
 def test_reproduce_runs_every_phase_in_order(tmp_path, monkeypatch):
     """``--reproduce`` chains the phases: each later phase fine-tunes the previous phase's export,
-    and the outline refiner is trained last, on the last phase's model."""
+    and the outline refiners (nuclei, then cells) are trained last, on the last phase's model."""
     import napari_seem.train.__main__ as cli
 
     runs, refiners = [], []
@@ -327,13 +327,14 @@ def test_reproduce_runs_every_phase_in_order(tmp_path, monkeypatch):
 
     def fake_refiner(args, out):
         refiners.append((Path(args.fine_tune), out.name, args.steps, args.seed, args.refiner_images,
-                         args.refiner_classes, args.threads, args.workers))
+                         args.refiner_sequences, args.refiner_classes, args.refiner_window, args.threads,
+                         args.workers))
 
     monkeypatch.setattr(cli, "train", fake_train)
     monkeypatch.setattr(cli, "train_refiner_command", fake_refiner)
     main(["--reproduce", "--out", str(tmp_path)])
     phases = cli.recipe(str(tmp_path))
-    assert [r[0] for r in runs] == [f"phase{i + 1}" for i in range(len(phases) - 1)]
+    assert [r[0] for r in runs] == [f"phase{i + 1}" for i in range(len(phases) - 2)]
     assert runs[0][1:5] == (3500, 0, (128, 160, 192), 2)
     assert all(r[4] == 2 for r in runs)  # the shipped weights depend on the thread count
     assert all(r[5].mask_loss_stride == 2 and r[5].text_templates == "sampled" for r in runs)
@@ -344,8 +345,11 @@ def test_reproduce_runs_every_phase_in_order(tmp_path, monkeypatch):
         start = Path(phase[phase.index("--fine-tune") + 1])
         assert start.is_file() and start.parent.parent == tmp_path
     assert (tmp_path / f"phase{len(runs)}" / "model.safetensors").is_file()
-    assert refiners == [(tmp_path / "phase6" / "model.safetensors", "refiner", cli.REFINER_STEPS, 9,
-                         cli.REFINER_IMAGES, ["nucleus"], 2, 2)]
+    last = tmp_path / "phase6" / "model.safetensors"
+    assert refiners == [
+        (last, "refiner", cli.REFINER_STEPS, 9, cli.REFINER_IMAGES, cli.REFINER_SEQUENCES, ["nucleus"], 64, 2, 2),
+        (last, "refiner", 1500, 9, 400, 80, ["cell"], 96, 2, 2),
+    ]
 
 
 def test_separate_objects_are_the_other_objects_that_do_not_touch():
