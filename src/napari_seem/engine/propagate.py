@@ -337,17 +337,7 @@ def redraw_outlines(segmenter: "Segmenter", result: Segmentation, started: dict[
     the seed's where none was drawn). Returns the positions of the objects the refiner was run on
     (it keeps a mask it disagrees with, unless the new outline lies :data:`INSIDE_SHARE` inside
     it: ``refine_outlines``)."""
-    refiner = segmenter.refiner_for(NUCLEUS)
-    indices = [k for k in range(len(result))
-               if result.masks[k].any() and started.get(int(result.object_ids[k]), ("", 0.0))[0] == NUCLEUS]
-    if refiner is None or not indices:
-        return []
-    # only these objects' arrays (not one image-sized probability per object of the result);
-    # read after re-anchoring, which may have replaced a mask's logits
-    probabilities = np.stack([segmenter.mask_probabilities(result, k) for k in indices])
-    clicks = [(np.array([deepest_pixel(result.masks[k])], np.float64), np.zeros((0, 2))) for k in indices]
-    redrawn = refine_outlines(refiner, segmenter.refiner_image(), result.masks[indices], probabilities, clicks,
-                              range(len(indices)), inside_share=INSIDE_SHARE)
+    indices, redrawn = _redrawn_from_deepest_pixels(segmenter, result, started, NUCLEUS, inside_share=INSIDE_SHARE)
     drawn = {} if drawn is None else drawn
     for j, k in enumerate(indices):  # a redrawn outline much smaller than the seed is a fragment of the nucleus
         oid = int(result.object_ids[k])
@@ -367,18 +357,30 @@ def redraw_cells(segmenter: "Segmenter", result: Segmentation, started: dict[int
     they are named now, from a click at each mask's deepest pixel; the refiner keeps a mask its
     outline disagrees with (``MIN_AGREEMENT``). ``started``: object id -> (seed class name, seed
     area). Returns the positions of the objects the refiner was run on."""
-    refiner = segmenter.refiner_for(CELL)
-    indices = [k for k in range(len(result))
-               if result.masks[k].any() and started.get(int(result.object_ids[k]), ("", 0.0))[0] == CELL]
-    if refiner is None or not indices:
-        return []
-    probabilities = np.stack([segmenter.mask_probabilities(result, k) for k in indices])
-    clicks = [(np.array([deepest_pixel(result.masks[k])], np.float64), np.zeros((0, 2))) for k in indices]
-    redrawn = refine_outlines(refiner, segmenter.refiner_image(), result.masks[indices], probabilities, clicks,
-                              range(len(indices)))
+    indices, redrawn = _redrawn_from_deepest_pixels(segmenter, result, started, CELL)
     for j, k in enumerate(indices):
         result.masks[k] = redrawn[j]
     return indices
+
+
+def _redrawn_from_deepest_pixels(segmenter: "Segmenter", result: Segmentation, started: dict[int, tuple[str, float]],
+                                 class_name: str, inside_share: float | None = None) -> tuple[list[int], np.ndarray]:
+    """``(positions, [K, H, W] outlines)``: the non-empty masks of ``result`` of the objects that
+    started as ``class_name``, drawn again by the segmenter's refiner of that class from a click
+    at each mask's deepest pixel (``refine_outlines``; a mask it disagrees with is returned as it
+    is); no positions when there is no such refiner or object."""
+    refiner = segmenter.refiner_for(class_name)
+    indices = [k for k in range(len(result))
+               if result.masks[k].any() and started.get(int(result.object_ids[k]), ("", 0.0))[0] == class_name]
+    if refiner is None or not indices:
+        return [], np.zeros((0, *result.masks.shape[1:]), bool)
+    # only these objects' arrays (not one image-sized probability per object of the result);
+    # read after re-anchoring, which may have replaced a mask's logits
+    probabilities = np.stack([segmenter.mask_probabilities(result, k) for k in indices])
+    clicks = [(np.array([deepest_pixel(result.masks[k])], np.float64), np.zeros((0, 2))) for k in indices]
+    redrawn = refine_outlines(refiner, segmenter.refiner_image(), result.masks[indices], probabilities, clicks,
+                              range(len(indices)), inside_share=inside_share)
+    return indices, redrawn
 
 
 def near_edge(mask: np.ndarray, margin: int) -> bool:
