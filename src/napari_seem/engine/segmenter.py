@@ -67,7 +67,7 @@ PROMPT_PIXELS = 1 << 24
 #: class name -> the overlap (IoU) with the engine's mask a clicked object's refined outline needs
 #: to replace it (else ``MIN_AGREEMENT``). A cell clicked near its edge often comes out of SEEM as
 #: (part of) its neighbour, while its refiner, trained on such masks, draws the clicked cell: the
-#: refiner's outline is taken whatever its overlap (measured in the model card, *Outline refiner*)
+#: refiner's outline is taken whatever its overlap (measured in the model card, *Refiner of cells*)
 CLICKED_AGREEMENT: dict[str, float] = {CELL: 0.0}
 
 

@@ -5,7 +5,7 @@ Examples::
     python -m napari_seem.train --reproduce --out runs/tiny          # reproduce seem_tiny_synthetic
     python -m napari_seem.train --refiner --fine-tune runs/mine/model.safetensors --out runs/mine
         # an outline refiner for a fine-tuned model, trained on its own masks of nuclei
-    python -m napari_seem.train --refiner --refiner-classes cell --refiner-window 96 \
+    python -m napari_seem.train --refiner --refiner-classes cell --refiner-window 96 \\
         --fine-tune runs/mine/model.safetensors --out runs/mine     # ... and one for its cells
     python -m napari_seem.train --fine-tune seem_tiny_synthetic --data my_folder --steps 500 \\
         --classes nucleus --out runs/mine
