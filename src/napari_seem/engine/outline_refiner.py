@@ -62,8 +62,7 @@ class OutlineRefiner(nn.Module):
 
     def __init__(self, width: int = 16, classes: Sequence[str] = ("nucleus",), window: int = WINDOW) -> None:
         super().__init__()
-        if int(window) != window or window % 8 or window <= 2 * MARGIN:
-            raise ValueError(f"window must be a multiple of 8 larger than {2 * MARGIN} pixels, got {window!r}")
+        check_window(window)
         widths = (width, 2 * width, 4 * width, 4 * width)
         self.width = int(width)
         self.classes = tuple(classes)
@@ -94,6 +93,13 @@ def click_map(points: np.ndarray, shape: tuple[int, int], origin: tuple[int, int
     for r, c in np.asarray(points, np.float64) - np.asarray(origin, np.float64):
         out[(rows - r) ** 2 + (cols - c) ** 2 <= CLICK_RADIUS ** 2] = 1.0
     return out
+
+
+def check_window(window) -> None:
+    """Raise ValueError unless ``window`` is a refiner's window: a multiple of 8 pixels (the
+    U-Net's three poolings) larger than twice :data:`MARGIN`."""
+    if int(window) != window or window % 8 or window <= 2 * MARGIN:
+        raise ValueError(f"window must be a multiple of 8 larger than {2 * MARGIN} pixels, got {window!r}")
 
 
 def window_for(mask: np.ndarray, window: int = WINDOW) -> tuple[int, int] | None:

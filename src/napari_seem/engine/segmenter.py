@@ -671,10 +671,11 @@ class Segmenter:
                         masks[k] = grow_toward_positive_clicks(masks[k], before, anchor, positive[1:])
                     masks[k] = cut_beyond_negative_clicks(masks[k], anchor, negative_clicks, keep=positive)
         if self.refiners and prompt_regions is not None and clicks is not None:
-            for name in sorted({n for n in names if self.refiner_for(n) is not None}):
-                indices = [k for k in range(len(masks)) if names[k] == name]
-                prob_np = np.zeros(masks.shape, np.float32)
-                prob_np[indices] = probs[indices].cpu().numpy()
+            drawn = [k for k in range(len(masks)) if self.refiner_for(names[k]) is not None]
+            prob_np = np.zeros(masks.shape, np.float32)  # once for all refined objects
+            prob_np[drawn] = probs[drawn].cpu().numpy()
+            for name in sorted({names[k] for k in drawn}):
+                indices = [k for k in drawn if names[k] == name]
                 masks = refine_outlines(self.refiner_for(name), self._refiner_image(state), masks, prob_np, clicks,
                                         indices, min_agreement=CLICKED_AGREEMENT.get(name, MIN_AGREEMENT))
         inside = torch.from_numpy(masks).to(full.device).float()

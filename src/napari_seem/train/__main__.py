@@ -24,7 +24,7 @@ import yaml
 
 from ..model import load_config
 from ..model.config import RUN_SECTION
-from ..engine.outline_refiner import MARGIN, WINDOW, refiner_file, save_refiner
+from ..engine.outline_refiner import WINDOW, check_window, refiner_file, save_refiner
 from .checkpoints import load_checkpoint
 from .data import VOCABULARY, FolderDataset
 from .loop import TrainConfig, export, new_model, train
@@ -125,8 +125,10 @@ def train_refiner_command(args: argparse.Namespace, out: Path) -> Path:
     if unknown:
         raise SystemExit(f"--refiner-classes {' '.join(unknown)}: the synthetic images hold only "
                          f"{', '.join(VOCABULARY)}")
-    if args.refiner_window % 8 or args.refiner_window <= 2 * MARGIN:
-        raise SystemExit(f"--refiner-window {args.refiner_window}: a multiple of 8 larger than {2 * MARGIN} pixels")
+    try:  # before the windows are made, which takes minutes
+        check_window(args.refiner_window)
+    except ValueError as error:
+        raise SystemExit(f"--refiner-window {args.refiner_window}: {error}") from error
     checkpoint = args.fine_tune or "seem_tiny_synthetic"
     print(f"outline refiner for {checkpoint}: windows from {args.refiner_images} synthetic images "
           f"and {args.refiner_sequences} time-lapses, {args.refiner_window} px windows")
