@@ -31,6 +31,7 @@ from ..model import SEEM, from_pretrained
 from ..model.postprocess import panoptic_inference
 from ..model.seem import ImageFeatures
 from . import boxes as box_rule
+from .clicked_cell import is_lone_click, label_centre, missed_nucleus, nucleus_basins
 from .connected import (
     CELL,
     CELL_GROWTH_HALF_ANGLE,
@@ -183,6 +184,7 @@ class Segmenter:
         self.shape_priors = bool(shape_priors)
         self.refiner = refiner
         self._nuclei: tuple[tuple, tuple[np.ndarray, np.ndarray]] | None = None  # (image and settings, nuclei)
+        self._basins: tuple[tuple, np.ndarray] | None = None  # (image and settings, nucleus basins)
         self.text_cache_dir = default_cache_dir() if text_cache_dir == "default" else text_cache_dir
         if templates not in (True, False, "auto"):
             raise ValueError(f"templates must be True, False or 'auto', got {templates!r}")
@@ -483,14 +485,41 @@ class Segmenter:
 
     def _visual_chunk(self, state, prompts, boxes, text, previous, draws) -> Segmentation:
         if not any(b is not None for b in boxes):
-            return self._decode(state, prompts, text, previous, draws)
-        decoded, owners = self._box_prompts(state, prompts, boxes)
-        ids = None
-        if previous is not None:  # each candidate refines its object's previous mask
-            ids = previous.object_ids
-            previous = previous.select(owners)
-        result = self._decode(state, decoded, text, previous, draws)
-        return self._fit_to_boxes(state, result, prompts, boxes, owners, ids)
+            result = self._decode(state, prompts, text, previous, draws)
+        else:
+            decoded, owners = self._box_prompts(state, prompts, boxes)
+            ids = None
+            if previous is not None:  # each candidate refines its object's previous mask
+                ids = previous.object_ids
+                previous = previous.select(owners)
+            result = self._fit_to_boxes(state, self._decode(state, decoded, text, previous, draws), prompts,
+                                        boxes, owners, ids)
+        if previous is None and not draws:
+            result = self._cells_at_their_nuclei(state, prompts, text, result)
+        return result
+
+    def _cells_at_their_nuclei(self, state: _ImageState, prompts: list[ObjectPrompt], text: str | None,
+                               result: Segmentation) -> Segmentation:
+        """A cell clicked once in its cytoplasm whose mask leaves out the nucleus the click belongs
+        to, and covers another, is decoded again from the click and a second click at that
+        nucleus's centre (``cells_hold_one_nucleus``; see :mod:`napari_seem.engine.clicked_cell`)."""
+        if not self._cells_hold_nuclei() or CELL not in result.class_names:
+            return result
+        again: dict[int, ObjectPrompt] = {}
+        for k, prompt in enumerate(prompts):
+            if result.class_names[k] != CELL or not is_lone_click(prompt):
+                continue
+            nuclei, areas = self._nucleus_labels(state)
+            nucleus = missed_nucleus(result.mask(k), prompt.points[0], nuclei, areas,
+                                     lambda: self._nucleus_basins(state))
+            if nucleus:
+                again[k] = ObjectPrompt(points=[prompt.points[0], label_centre(nuclei, nucleus)])
+        if not again:
+            return result
+        redone = self._decode(state, list(again.values()), text, None, None)
+        order = list(again)
+        parts = [redone.select([order.index(k)]) if k in again else result.select([k]) for k in range(len(result))]
+        return Segmentation.concatenate(parts, object_ids=result.object_ids)
 
     @staticmethod
     def _box_prompts(state: _ImageState, prompts: list[ObjectPrompt], boxes: list
@@ -724,6 +753,15 @@ class Segmenter:
             labels = self._text_search(NUCLEUS).to_labels()
             self._nuclei = (key, (labels, np.bincount(labels.ravel())))
         return self._nuclei[1]
+
+    def _nucleus_basins(self, state: _ImageState) -> np.ndarray:
+        """``[H, W]`` each nucleus's intensity basin on the image (once per image, see
+        :func:`napari_seem.engine.clicked_cell.nucleus_basins`)."""
+        key = (state.key, tuple(self._vocabulary.names), self.refine_text)  # as the nuclei
+        if self._basins is None or self._basins[0] != key:
+            nuclei, _ = self._nucleus_labels(state)
+            self._basins = (key, nucleus_basins(self._refiner_image(state).mean(0), nuclei))
+        return self._basins[1]
 
     # ------------------------------------------------------------------ text
     def _grounding(self, text: str) -> Segmentation:
