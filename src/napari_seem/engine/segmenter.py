@@ -117,7 +117,10 @@ class Segmenter:
             vocabulary, a prompted object named ``cell`` is cut between its own nucleus and the
             other nuclei its mask covers (found by text search, once per image): a cell's mask
             that leaks into its neighbours loses them (see
-            :func:`napari_seem.engine.connected.cut_at_foreign_nuclei`); and a cell found by
+            :func:`napari_seem.engine.connected.cut_at_foreign_nuclei`); a cell clicked once (no
+            previous result) whose mask leaves out the nucleus the click belongs to and covers
+            another is decoded again with a second click on that nucleus
+            (:mod:`napari_seem.engine.clicked_cell`); and a cell found by
             text search (or referring-image search) that covers several nuclei is split into one
             cell per nucleus (:func:`napari_seem.engine.connected.split_between_nuclei`).
         fit_boxes: with ``connected_objects``, a box marks the object that fills it: an object
