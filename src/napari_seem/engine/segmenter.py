@@ -751,16 +751,20 @@ class Segmenter:
     def _nucleus_labels(self, state: _ImageState) -> tuple[np.ndarray, np.ndarray]:
         """``[H, W]`` label image of the nuclei text search finds on the image, and each label's
         pixel count (once per image)."""
-        key = (state.key, tuple(self._vocabulary.names), self.refine_text)  # what text search depends on
+        key = self._nuclei_key(state)
         if self._nuclei is None or self._nuclei[0] != key:
             labels = self._text_search(NUCLEUS).to_labels()
             self._nuclei = (key, (labels, np.bincount(labels.ravel())))
         return self._nuclei[1]
 
+    def _nuclei_key(self, state: _ImageState) -> tuple:
+        """What the nuclei of an image depend on: the image, and text search's vocabulary and setting."""
+        return (state.key, tuple(self._vocabulary.names), self.refine_text)
+
     def _nucleus_basins(self, state: _ImageState) -> np.ndarray:
         """``[H, W]`` each nucleus's intensity basin on the image (once per image, see
         :func:`napari_seem.engine.clicked_cell.nucleus_basins`)."""
-        key = (state.key, tuple(self._vocabulary.names), self.refine_text)  # as the nuclei
+        key = self._nuclei_key(state)
         if self._basins is None or self._basins[0] != key:
             nuclei, _ = self._nucleus_labels(state)
             self._basins = (key, nucleus_basins(self._refiner_image(state).mean(0), nuclei))
