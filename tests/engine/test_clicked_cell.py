@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from napari_seem.engine import ObjectPrompt
+from napari_seem.engine.connected import centre_pixel
 from napari_seem.engine.clicked_cell import (
     is_lone_click,
-    label_centre,
     missed_nucleus,
     nearest_label,
     nucleus_basins,
@@ -52,12 +52,12 @@ def test_nearest_label_within_a_radius():
     assert nearest_label(labels, (3.4, 2.6), 2) == 3
 
 
-def test_label_centre_lies_inside_a_concave_region():
+def test_the_centre_pixel_lies_inside_a_concave_region():
     labels = np.zeros((30, 30), np.int32)
     labels[5:25, 5:9] = 7
-    labels[5:9, 5:25] = 7                                              # an L: its centroid is outside it
-    r, c = label_centre(labels, 7)
-    assert labels[int(r), int(c)] == 7
+    labels[5:9, 5:25] = 7                                              # an L: its centroid (11, 11) is outside it
+    r, c = centre_pixel(labels == 7)
+    assert labels[r, c] == 7 and (r, c) in {(8, 11), (11, 8)}   # the nearest inside, 2.9 px away
 
 
 def test_only_a_lone_positive_click_counts():

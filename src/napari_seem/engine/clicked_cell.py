@@ -77,13 +77,6 @@ def nearest_label(labels: np.ndarray, point, radius: float) -> int:
     return int(window[rows[k], cols[k]]) if distance[k] <= radius ** 2 else 0
 
 
-def label_centre(labels: np.ndarray, label: int) -> tuple[float, float]:
-    """The pixel (row, col) of region ``label`` nearest to its centroid (inside the region)."""
-    rows, cols = np.nonzero(labels == label)
-    k = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
-    return float(rows[k]), float(cols[k])
-
-
 def missed_nucleus(mask: np.ndarray, point, nuclei: np.ndarray, nucleus_areas: np.ndarray,
                    basins: Callable[[], np.ndarray], min_inside: float = MIN_INSIDE) -> int:
     """The nucleus a click in a cell belongs to when the cell's mask leaves it out, else 0.

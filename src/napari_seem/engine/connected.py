@@ -239,6 +239,14 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, slice]:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
+def centre_pixel(mask: np.ndarray) -> tuple[int, int]:
+    """The pixel of a non-empty ``mask`` nearest to its centroid (inside it, also when it is not
+    convex)."""
+    rows, cols = np.nonzero(mask)
+    k = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
+    return int(rows[k]), int(cols[k])
+
+
 def deepest_pixel(mask: np.ndarray) -> tuple[int, int]:
     """The pixel of a non-empty ``mask`` farthest from its outline (inside it, also when it is not
     convex)."""

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from scipy.special import expit
 
-from .connected import CELL, cut_at_foreign_nuclei, deepest_pixel, keep_prompted_regions
+from .connected import CELL, centre_pixel, cut_at_foreign_nuclei, deepest_pixel, keep_prompted_regions
 from .device import inference_context
 from .image import logits_to_original
 from .outline_refiner import refine_outlines, window_for
@@ -148,9 +148,8 @@ def _inner_point(positions: np.ndarray, box: tuple[slice, slice], value: int,
         if free.any():
             r, c = deepest_pixel(free)
             return r + box[0].start, c + box[1].start
-    rows, cols = np.nonzero(positions[box] == value)
-    k = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
-    return int(rows[k] + box[0].start), int(cols[k] + box[1].start)
+    r, c = centre_pixel(positions[box] == value)
+    return r + box[0].start, c + box[1].start
 
 
 def _redrawn(refiner, rgb01: np.ndarray, window: tuple[slice, slice], mask: np.ndarray, probability: np.ndarray,

@@ -31,13 +31,14 @@ from ..model import SEEM, from_pretrained
 from ..model.postprocess import panoptic_inference
 from ..model.seem import ImageFeatures
 from . import boxes as box_rule
-from .clicked_cell import is_lone_click, label_centre, missed_nucleus, nucleus_basins
+from .clicked_cell import is_lone_click, missed_nucleus, nucleus_basins
 from .connected import (
     CELL,
     CELL_GROWTH_HALF_ANGLE,
     NECK_MIN_AREA,
     NECK_RATIO,
     NUCLEUS,
+    centre_pixel,
     cut_at_foreign_nuclei,
     cut_beyond_negative_clicks,
     grow_toward_positive_clicks,
@@ -516,7 +517,7 @@ class Segmenter:
             nucleus = missed_nucleus(result.mask(k), prompt.points[0], nuclei, areas,
                                      lambda: self._nucleus_basins(state))
             if nucleus:
-                again[k] = ObjectPrompt(points=[prompt.points[0], label_centre(nuclei, nucleus)])
+                again[k] = ObjectPrompt(points=[prompt.points[0], centre_pixel(nuclei == nucleus)])
         if not again:
             return result
         redone = self._decode(state, list(again.values()), text, None, None)
